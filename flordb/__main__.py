@@ -1,0 +1,3 @@
+from flordb.interfaces.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""The background writer: makes buffered records durable off the training thread.
+
+``flor.log`` appends ``(name, value, ctx)`` to a deque and returns. Every
+``FLUSH_SECONDS`` this thread drains the deque, resolves values that could not
+be converted on the hot path (tensors, NumPy scalars), and appends one frame to
+the run's pending segment.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections import deque
+from typing import Any
+
+from ..store.segments import SegmentWriter
+
+FLUSH_SECONDS = 0.5
+_PLAIN = (float, int, str, bool, type(None))
+
+
+def prepare(value: Any) -> Any:
+    """Hot-path step for values that are not plain: never blocks on a device."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        value = value.detach()
+        if value.is_cuda:
+            # Copy without synchronising the training thread; the writer waits
+            # on the event instead.
+            host = value.to("cpu", non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            return _Pending(host, event)
+        return _Pending(value.clone(), None)
+    if isinstance(value, (list, dict, tuple)):
+        # Snapshot containers now: the script may mutate them after logging.
+        return json.loads(json.dumps(value, default=_jsonable))
+    return value
+
+
+class _Pending:
+    """A tensor whose Python value the writer resolves."""
+
+    __slots__ = ("tensor", "event")
+
+    def __init__(self, tensor: Any, event: Any):
+        self.tensor = tensor
+        self.event = event
+
+    def resolve(self) -> Any:
+        if self.event is not None:
+            self.event.synchronize()
+        t = self.tensor
+        return t.item() if t.numel() == 1 else t.tolist()
+
+
+def _jsonable(value: Any) -> Any:
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return value.item()
+        except (ValueError, RuntimeError):
+            pass
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return value.tolist()
+    return str(value)
+
+
+def resolve(value: Any) -> Any:
+    """Writer-side conversion to a plain Python value."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, _Pending):
+        return value.resolve()
+    if isinstance(value, (list, dict)):
+        return value
+    return _jsonable(value)
+
+
+class BackgroundWriter(threading.Thread):
+    """Drains the record buffer into the segment every FLUSH_SECONDS."""
+
+    def __init__(self, segment: SegmentWriter):
+        super().__init__(name="flordb-writer", daemon=True)
+        self.segment = segment
+        self.buffer: deque = deque()
+        self._lock = threading.Lock()  # one drainer at a time (thread, or close)
+        self._stop_event = threading.Event()
+        self.count = 0
+
+    def run(self) -> None:
+        # Import what the end-of-run ingest needs now, off the training thread.
+        import pandas  # noqa: F401
+
+        from ..store import store  # noqa: F401
+
+        while not self._stop_event.wait(FLUSH_SECONDS):
+            self.flush()
+
+    def frame(self, frame: dict[str, Any]) -> None:
+        """Append a non-log frame (args, iterations, checkpoint manifests) in order."""
+        with self._lock:
+            self._drain()
+            self.segment.append(frame)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._drain()
+
+    def _drain(self) -> None:
+        buf = self.buffer
+        n = len(buf)
+        if n == 0:
+            return
+        pop = buf.popleft
+        items = [pop() for _ in range(n)]
+        names = [it[0] for it in items]
+        values = [v if type(v) in (float, int, str) else resolve(v) for _, v, _ in items]
+        paths = [it[2][0] for it in items]
+        ctxs = [it[2][1] for it in items]
+        self.segment.append(
+            {"t": "logs", "names": names, "values": values, "paths": paths, "ctxs": ctxs}
+        )
+        self.count += n
+
+    def close(self, end_frame: dict[str, Any]) -> None:
+        """Flush everything, append the end frame, release the segment."""
+        self._stop_event.set()
+        if self.is_alive():
+            self.join()
+        with self._lock:
+            self._drain()
+            self.segment.append(end_frame)
+            self.segment.close()

@@ -1,0 +1,92 @@
+"""Pending segments: the durable, append-only files a run writes before ingest.
+
+A run appends frames to ``FLORDB_HOME/pending/<segment>.seg`` from its
+background writer, so a process killed with SIGKILL keeps everything older than
+the writer's last flush. A frame is a 4-byte little-endian length followed by a
+pickle of plain Python values (dicts, lists, tuples, str, numbers, None). A
+torn final frame (the process died mid-write) is ignored on read.
+
+The writer holds an exclusive ``flock`` on its segment for as long as it lives;
+the kernel drops it when the process exits, however it exits. An ingester
+that can take the lock knows the writer is gone, so it may ingest the segment.
+"""
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import pickle
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_LEN = struct.Struct("<I")
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Refuses every global: a segment can hold only plain values, so loading
+    one never imports or executes anything."""
+
+    def find_class(self, module: str, name: str) -> Any:  # noqa: D102
+        raise pickle.UnpicklingError(f"segment frames hold plain values only, not {module}.{name}")
+
+
+def pending_dir(home: Path) -> Path:
+    path = home / "pending"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class SegmentWriter:
+    """Appends frames to one segment file and holds its lock."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def append(self, frame: dict[str, Any]) -> None:
+        data = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
+        os.write(self._fd, _LEN.pack(len(data)) + data)
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)  # also releases the flock
+                self._fd = -1
+
+
+def read_frames(path: Path) -> Iterator[dict[str, Any]]:
+    """Every complete frame of a segment, in order; a torn tail is skipped."""
+    data = path.read_bytes()
+    pos, end = 0, len(data)
+    while pos + 4 <= end:
+        (size,) = _LEN.unpack_from(data, pos)
+        if pos + 4 + size > end:
+            break  # torn final frame: the writer died mid-append
+        try:
+            frame = _PlainUnpickler(io.BytesIO(data[pos + 4 : pos + 4 + size])).load()
+        except (pickle.UnpicklingError, EOFError, ValueError):
+            break
+        yield frame
+        pos += 4 + size
+
+
+def try_lock(path: Path) -> int | None:
+    """An fd holding the segment's lock, or None while its writer is alive."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd

@@ -1,0 +1,310 @@
+"""The storage engine: the only module that opens the DuckDB database.
+
+DuckDB admits one writing process at a time, and no readers while it writes.
+flordb therefore never holds the database open for long: a run appends to its
+own pending segment file while it trains (see ``segments``) and ingests it in
+one short transaction when it ends. Whoever opens the database next (another
+run, a query, the shell) first ingests every segment whose writer is gone, so
+a run that ended while another process held the database, or was killed, still
+lands. Segments are ingested exactly once: the ``segments`` table records each
+one in the same transaction as its rows.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from .. import settings
+from ..errors import StoreError
+from . import schema, segments
+
+DB_NAME = "flordb.duckdb"
+_VTYPES = {float: "float", int: "int", bool: "bool", str: "str"}
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    segments: int
+    records: int
+    pending: int  # segments left pending (writer alive, or database busy)
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "conflicting" in text or "being used" in text
+
+
+def _ts(seconds: float | None) -> datetime | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None)
+
+
+def value_columns(value: Any) -> tuple[str, float | None, str | None]:
+    """(vtype, num, txt) for one recorded value; numbers stay numeric in SQL."""
+    kind = _VTYPES.get(type(value))
+    if kind == "str":
+        return "str", None, value
+    if kind is not None:
+        return kind, float(value), None
+    if value is None:
+        return "json", None, "null"
+    return "json", None, json.dumps(value, default=str)
+
+
+class Store:
+    """One flordb database (all projects) under ``home``."""
+
+    def __init__(self, home: Path | None = None):
+        self.home = Path(home) if home is not None else settings.home()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.path = self.home / DB_NAME
+
+    # ------------------------------------------------------------ connections
+    @contextlib.contextmanager
+    def connect(self, write: bool = False, timeout: float = 30.0) -> Iterator[Any]:
+        """A connection of our own; retries while another process holds the lock."""
+        if not write and not self.path.exists():
+            with self.connect(write=True, timeout=timeout):
+                pass
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=not write)
+                break
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc):
+                    raise StoreError(f"cannot open {self.path}: {exc}") from None
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"the database {self.path} is locked by another process "
+                        f"(a training run ingesting, or a writer); try again shortly"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.5)
+        try:
+            if write:
+                schema.apply(con)
+            yield con
+        finally:
+            con.close()
+
+    # ------------------------------------------------------------------ ingest
+    def pending(self) -> list[Path]:
+        return sorted(segments.pending_dir(self.home).glob("*.seg"))
+
+    def ingest_pending(self, timeout: float = 30.0, quiet: bool = True) -> IngestReport:
+        """Ingest every pending segment whose writer has exited."""
+        files = self.pending()
+        if not files:
+            return IngestReport(0, 0, 0)
+        locked: list[tuple[Path, int]] = []
+        for path in files:
+            fd = segments.try_lock(path)
+            if fd is not None:
+                locked.append((path, fd))
+        left = len(files) - len(locked)
+        done = records = 0
+        if not locked:
+            return IngestReport(0, 0, left)
+        try:
+            with self._ingest_lock(timeout), self.connect(write=True, timeout=timeout) as con:
+                for path, _ in locked:
+                    records += self._ingest_one(con, path)
+                    done += 1
+        except StoreError as exc:
+            if not quiet:
+                print(f"flordb: {len(locked)} finished run(s) stay pending: {exc}", file=sys.stderr)
+            left += len(locked) - done
+        finally:
+            for _, fd in locked:
+                os.close(fd)
+        return IngestReport(done, records, left)
+
+    @contextlib.contextmanager
+    def _ingest_lock(self, timeout: float) -> Iterator[None]:
+        """Serialises ingesters on this machine (DuckDB's own lock fails fast)."""
+        fd = os.open(self.home / "ingest.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    if time.monotonic() >= deadline:
+                        raise StoreError("another flordb process is ingesting; try again") from None
+                    time.sleep(0.02)
+            yield
+        finally:
+            os.close(fd)
+
+    def _ingest_one(self, con: Any, path: Path) -> int:
+        seg_id = path.stem
+        if con.execute("SELECT 1 FROM segments WHERE segment = ?", [seg_id]).fetchone():
+            path.unlink(missing_ok=True)  # ingested before; the unlink was lost
+            return 0
+        frames = list(segments.read_frames(path))
+        head = next((f for f in frames if f.get("t") == "run"), None)
+        if head is None:  # died before writing its header: nothing to keep
+            path.unlink(missing_ok=True)
+            return 0
+        end = next((f for f in reversed(frames) if f.get("t") == "end"), None)
+        run_id = head["run_id"]
+        source = head.get("source", "record")
+        logs = [f for f in frames if f.get("t") == "logs"]
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if source == "record":
+                self._ingest_run(con, head, end, frames)
+            n = self._ingest_logs(con, run_id, source, logs)
+            self._ingest_checkpoints(con, run_id, frames)
+            con.execute(
+                "INSERT INTO segments VALUES (?, ?, ?, ?)",
+                [seg_id, run_id, n, datetime.now(timezone.utc).replace(tzinfo=None)],
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        path.unlink(missing_ok=True)
+        return n
+
+    def _ingest_run(self, con: Any, head: dict, end: dict | None, frames: list[dict]) -> None:
+        run_id, projid = head["run_id"], head["projid"]
+        con.execute(
+            "INSERT INTO projects VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            [projid, head.get("repo_path"), _ts(head["tstamp"])],
+        )
+        if head.get("vid"):
+            con.execute(
+                "INSERT INTO versions VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [projid, head["vid"], _ts(head["tstamp"]), head.get("branch"), head.get("head")],
+            )
+        status = end["status"] if end else "killed"
+        con.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                run_id, projid, _ts(head["tstamp"]), _ts(end["end_time"]) if end else None,
+                status, head.get("vid"), head.get("filename"), head.get("host"), head.get("pid"),
+                json.dumps(head.get("argv", [])), head.get("mode", "record"),
+                end.get("error") if end else None, end.get("ckpt_overhead") if end else None,
+            ],
+        )
+        args: dict[str, Any] = {}
+        for frame in frames:
+            if frame.get("t") == "args":
+                args.update(frame["items"])
+        if args:
+            rows = [(run_id, name, *value_columns(v)) for name, v in args.items()]
+            con.execute("DELETE FROM args WHERE run_id = ?", [run_id])
+            con.executemany("INSERT INTO args VALUES (?, ?, ?, ?, ?)", rows)
+        iters = [row for f in frames if f.get("t") == "iter" for row in f["items"]]
+        if iters:
+            table = pa.table(
+                {
+                    "run_id": [run_id] * len(iters),
+                    "loop_name": [r[0] for r in iters],
+                    "iteration": pa.array([r[1] for r in iters], pa.int32()),
+                    "seconds": pa.array([r[2] for r in iters], pa.float64()),
+                    "checkpointed": pa.array([r[3] for r in iters], pa.bool_()),
+                }
+            )
+            con.register("_iters", table)
+            con.execute("INSERT OR REPLACE INTO iterations SELECT * FROM _iters")
+            con.unregister("_iters")
+
+    def _ingest_logs(self, con: Any, run_id: str, source: str, frames: list[dict]) -> int:
+        names: list[str] = []
+        values: list[Any] = []
+        paths: list[str] = []
+        ctxs: list[tuple] = []
+        flags: list[str | None] = []
+        for frame in frames:
+            names += frame["names"]
+            values += frame["values"]
+            paths += frame["paths"]
+            ctxs += frame["ctxs"]
+            flags += frame.get("flags") or [None] * len(frame["names"])
+        n = len(names)
+        if n == 0:
+            return 0
+        vtypes, nums, txts = _columns(values)
+        cols: dict[str, Any] = {
+            "run_id": pa.array([run_id] * n, pa.string()),
+            "seq": pa.array(range(n), pa.int64()),
+            "source": pa.array([source] * n, pa.string()),
+            "name": pa.array(names, pa.string()),
+            "path": pa.array(paths, pa.string()),
+        }
+        for depth in range(schema.MAX_DEPTH):
+            cols[f"i{depth + 1}"] = pa.array(
+                [c[depth] if len(c) > depth else None for c in ctxs], pa.int32()
+            )
+        cols["vtype"] = pa.array(vtypes, pa.string())
+        cols["num"] = pa.array(nums, pa.float64())
+        cols["txt"] = pa.array(txts, pa.string())
+        cols["flag"] = pa.array(flags, pa.string())
+        table = pa.table(cols)
+        con.register("_logs", table)
+        if source != "record":
+            # A replay recomputes values: the newest replay of a (name, context) wins.
+            con.execute(
+                """
+                DELETE FROM logs WHERE run_id = ? AND source <> 'record' AND EXISTS (
+                    SELECT 1 FROM (SELECT DISTINCT name, path, i1, i2, i3, i4, i5, i6 FROM _logs) n
+                    WHERE n.name = logs.name AND n.path = logs.path
+                      AND n.i1 IS NOT DISTINCT FROM logs.i1 AND n.i2 IS NOT DISTINCT FROM logs.i2
+                      AND n.i3 IS NOT DISTINCT FROM logs.i3 AND n.i4 IS NOT DISTINCT FROM logs.i4
+                      AND n.i5 IS NOT DISTINCT FROM logs.i5 AND n.i6 IS NOT DISTINCT FROM logs.i6)
+                """,
+                [run_id],
+            )
+        con.execute("INSERT INTO logs SELECT * FROM _logs")
+        con.unregister("_logs")
+        return n
+
+    def _ingest_checkpoints(self, con: Any, run_id: str, frames: list[dict]) -> None:
+        rows = [row for f in frames if f.get("t") == "ckpt" for row in f["items"]]
+        if not rows:
+            return
+        con.executemany(
+            "INSERT OR REPLACE INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                [
+                    run_id, r["iteration"], r["object"], r["codec"], r.get("kind"),
+                    r.get("base_iteration"), r.get("digest"), r.get("raw_bytes"),
+                    r.get("stored_bytes"), r.get("approximate", False), r["status"],
+                    r.get("error"),
+                ]
+                for r in rows
+            ],
+        )
+
+
+def _columns(values: list[Any]) -> tuple[list[str], list[float | None], list[str | None]]:
+    """Split values into the typed columns; the all-numeric case stays fast."""
+    types = list(map(type, values))
+    kinds = set(types)
+    if kinds <= {float, int}:
+        return [_VTYPES[t] for t in types], values, [None] * len(values)
+    vtypes, nums, txts = [], [], []
+    for value in values:
+        kind, num, txt = value_columns(value)
+        vtypes.append(kind)
+        nums.append(num)
+        txts.append(txt)
+    return vtypes, nums, txts
