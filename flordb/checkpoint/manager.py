@@ -1,0 +1,220 @@
+"""Checkpoints of a run: adaptive, taken in the foreground, written in the background.
+
+At the end of an iteration of the checkpointed outer ``flor.loop`` the policy
+decides; the training thread then pays only for ``take_snapshot`` (a host
+copy) and a bounded queue put (backpressure when ``MAX_IN_FLIGHT`` snapshots
+are waiting). A writer thread encodes each object's chain, stores the blob
+(fsynced and renamed) and only then appends its manifest row to the run's
+segment, so a manifest never points at a torn file. A failed write (disk full,
+permission) warns once, marks that row failed, and restarts the chain with a
+keyframe; training continues.
+
+A thread, not a forked process: zstd and NumPy release the GIL for the heavy
+work, and a thread shares the snapshot's memory without a copy.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import struct
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import settings
+from ..errors import CheckpointError
+from .blobstore import BlobStore
+from .codecs import ChainEncoder, decode_chain, object_codec
+from .policy import AdaptivePolicy
+from .snapshot import RNG_NAME, Snapshot, dumps_skeleton, loads_skeleton, merge_parts, \
+    restore_snapshot, take_snapshot
+
+MAX_IN_FLIGHT = 2
+LOCALS_NAME = "__locals__"
+_MAGIC = b"FLCK1"
+_LEN = struct.Struct("<I")
+
+
+def pack(skeleton: dict[str, Any], data: bytes) -> bytes:
+    """One stored blob: the object's skeleton (JSON) and its encoded tensors."""
+    head = dumps_skeleton(skeleton).encode()
+    return _MAGIC + _LEN.pack(len(head)) + head + data
+
+
+def unpack(blob: bytes) -> tuple[dict[str, Any], bytes]:
+    if not blob.startswith(_MAGIC):
+        raise CheckpointError("not a flordb checkpoint blob (bad magic)")
+    (n,) = _LEN.unpack_from(blob, len(_MAGIC))
+    start = len(_MAGIC) + _LEN.size
+    return loads_skeleton(blob[start : start + n]), blob[start + n :]
+
+
+class CheckpointManager:
+    """Checkpoints the registered objects at the ends of one loop's iterations."""
+
+    def __init__(self, run: Any, objects: dict[str, Any], loop_name: str, depth: int):
+        self.run = run
+        self.objects = dict(objects)
+        self.loop_name = loop_name
+        self.depth = depth
+        self.policy = AdaptivePolicy(settings.get("epsilon"))
+        self.codec = settings.get("codec")
+        self.lc_bits = settings.get("lc_bits")
+        self.keyframe_every = settings.get("keyframe_every")
+        self.blobs = BlobStore(run.home)
+        self.encoders: dict[str, ChainEncoder] = {}
+        self.chain_base: dict[str, int] = {}
+        self.taken = 0
+        self.failed = 0
+        self.locals: dict[str, Any] = {}  # captured by the replay analysis (skip blocks)
+        self._warned = False
+        self._queue: queue.Queue = queue.Queue(maxsize=MAX_IN_FLIGHT)
+        self._thread = threading.Thread(target=self._work, name="flordb-checkpoints", daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------- foreground
+    def end_iteration(self, i: int, seconds: float, is_last: bool) -> bool:
+        if not self.policy.should_checkpoint(i, seconds, is_last):
+            return False
+        self._take(i)
+        return True
+
+    def force(self, i: int) -> None:
+        self._take(i)
+
+    def _take(self, i: int) -> None:
+        start = time.perf_counter()
+        objects = dict(self.objects)
+        if self.locals:
+            objects[LOCALS_NAME] = dict(self.locals)
+        snap = take_snapshot(objects)
+        self._queue.put((i, snap))
+        self.policy.record_cost(time.perf_counter() - start)
+        self.taken += 1
+
+    def close(self) -> float:
+        """Wait for pending writes; the achieved overhead."""
+        self._queue.put(None)
+        self._thread.join()
+        return self.policy.achieved_overhead
+
+    # ---------------------------------------------------------- background
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            i, snap = item
+            try:
+                rows = self._materialise(i, snap)
+            except Exception as exc:  # never kill training over a checkpoint
+                rows = [self._failed_row(i, "*", str(exc))]
+                for enc in self.encoders.values():
+                    enc.force_keyframe()
+            self.run.writer.frame({"t": "ckpt", "items": rows})
+
+    def _materialise(self, i: int, snap: Snapshot) -> list[dict[str, Any]]:
+        snap.wait()
+        rows = []
+        for name, (tensors, skeleton) in snap.split().items():
+            obj = self.objects.get(name)
+            codec = object_codec(self.codec, obj) if name not in (RNG_NAME, LOCALS_NAME) \
+                else "lossless"
+            enc = self.encoders.get(name)
+            if enc is None:
+                enc = self.encoders[name] = ChainEncoder(
+                    codec, keyframe_every=self.keyframe_every, lc_bits=self.lc_bits
+                )
+            blob = enc.encode(tensors)
+            if blob.kind == "key":
+                self.chain_base[name] = i
+            try:
+                digest = self.blobs.put(pack(skeleton, blob.data))
+            except CheckpointError as exc:
+                enc.force_keyframe()
+                self.failed += 1
+                if not self._warned:
+                    self._warned = True
+                    print(
+                        f"flordb: warning: checkpoint write failed ({exc}); training "
+                        "continues, `flordb checkpoints` lists the missing iterations",
+                        file=sys.stderr,
+                    )
+                rows.append(self._failed_row(i, name, str(exc), codec))
+                continue
+            rows.append(
+                {
+                    "iteration": i, "object": name, "codec": codec, "kind": blob.kind,
+                    "base_iteration": self.chain_base[name], "digest": digest,
+                    "raw_bytes": blob.raw_bytes, "stored_bytes": blob.stored_bytes,
+                    "approximate": blob.approximate, "status": "ok",
+                }
+            )
+        return rows
+
+    @staticmethod
+    def _failed_row(i: int, name: str, error: str, codec: str = "") -> dict[str, Any]:
+        return {"iteration": i, "object": name, "codec": codec or "?", "status": "failed",
+                "error": error[:500]}
+
+
+# ------------------------------------------------------------------ restore
+def load_state(
+    home: Path, manifest: list[dict[str, Any]], iteration: int
+) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
+    """Decode the state at the end of ``iteration`` from manifest rows of one run.
+
+    Returns (tensors, skeleton, approximate). Each object's chain is read from
+    its keyframe (``base_iteration``) up to ``iteration``.
+    """
+    blobs = BlobStore(home)
+    at = [r for r in manifest if r["iteration"] == iteration and r["status"] == "ok"]
+    if not at:
+        raise CheckpointError(f"no checkpoint at iteration {iteration}")
+    parts = []
+    approximate = False
+    for row in at:
+        chain = sorted(
+            (r for r in manifest
+             if r["object"] == row["object"] and r["status"] == "ok"
+             and row["base_iteration"] <= r["iteration"] <= iteration),
+            key=lambda r: r["iteration"],
+        )
+        skeleton: dict[str, Any] = {}
+        datas = []
+        for r in chain:
+            skeleton, data = unpack(blobs.get(r["digest"]))
+            datas.append(data)
+        parts.append((decode_chain(datas), skeleton))
+        approximate = approximate or bool(row.get("approximate"))
+    tensors, skeleton = merge_parts(parts)
+    return tensors, skeleton, approximate
+
+
+def restore(
+    home: Path, manifest: list[dict[str, Any]], iteration: int, objects: dict[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """Load run state at the end of ``iteration`` into ``objects`` (and the RNGs).
+
+    Returns the plain values (including captured locals) and whether the state
+    is approximate (lossy codec).
+    """
+    tensors, skeleton, approximate = load_state(home, manifest, iteration)
+    values = restore_snapshot(objects, tensors, skeleton, strict=False)
+    return values, approximate
+
+
+def complete_iterations(manifest: list[dict[str, Any]]) -> list[int]:
+    """Iterations at which every checkpointed object has a stored blob."""
+    by_iter: dict[int, list[dict[str, Any]]] = {}
+    for r in manifest:
+        by_iter.setdefault(r["iteration"], []).append(r)
+    return sorted(i for i, rows in by_iter.items() if rows and all(r["status"] == "ok" for r in rows))
+
+
+def manifest_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows)
