@@ -1,0 +1,189 @@
+"""Vectorised canonical Huffman coding of small-alphabet symbol streams.
+
+The ``lc`` codec turns each delta tensor into a stream of bucket ids (at most
+2^b symbols, b <= 3), which this module packs into a prefix code. Pure-Python
+Huffman would spend seconds on a million symbols, so both directions are
+numpy-vectorised:
+
+* encoding expands every symbol into its code bits with one table gather and
+  a boolean mask, then ``np.packbits``;
+* decoding is inherently sequential (where a code starts depends on every code
+  before it), so the stream is cut into blocks of ``BLOCK`` symbols whose bit
+  offsets are stored; all blocks are then decoded in lock-step, one symbol per
+  block per numpy step, with a table lookup on a precomputed window of the next
+  ``maxlen`` bits at every bit position.
+
+Stream layout (little-endian)::
+
+    u32 n_symbols | u8 n_alphabet | u8 maxlen | u16 block
+    u8 code_length[n_alphabet]
+    u8 flags (bit 0: offsets are u64) | u32 n_blocks
+    u32 or u64 block_bit_offset[n_blocks] | packed bits
+
+Example:
+    >>> import numpy as np
+    >>> s = np.array([0, 0, 1, 2, 0, 0, 0, 3], dtype=np.uint8)
+    >>> bool((decode(encode(s)) == s).all())
+    True
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+
+import numpy as np
+
+from flordb.errors import CheckpointError
+
+#: Symbols per independently decodable block. Larger blocks cost fewer offsets
+#: but more numpy steps when decoding (one step per symbol of a block).
+BLOCK = 2048
+
+#: Code lengths are capped so the decode table (2^maxlen entries) stays small.
+MAX_CODE_LEN = 16
+
+_HEAD = struct.Struct("<IBBH")
+
+
+def code_lengths(counts: np.ndarray) -> np.ndarray:
+    """Huffman code length of each symbol given its count (0 for absent ones).
+
+    Example:
+        >>> code_lengths(np.array([5, 1, 1, 0])).tolist()
+        [1, 2, 2, 0]
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    present = np.flatnonzero(counts)
+    lengths = np.zeros(len(counts), dtype=np.int64)
+    if len(present) == 0:
+        return lengths
+    if len(present) == 1:
+        lengths[present[0]] = 1
+        return lengths
+    weights = counts.astype(np.float64)
+    while True:
+        lengths[:] = 0
+        # Heap of (weight, tiebreak, symbols under this node); the alphabet is
+        # tiny, so merging symbol lists is cheaper than building a tree.
+        heap = [(weights[s], int(s), [int(s)]) for s in present]
+        heapq.heapify(heap)
+        while len(heap) > 1:
+            w1, t1, s1 = heapq.heappop(heap)
+            w2, t2, s2 = heapq.heappop(heap)
+            for s in s1:
+                lengths[s] += 1
+            for s in s2:
+                lengths[s] += 1
+            heapq.heappush(heap, (w1 + w2, min(t1, t2), s1 + s2))
+        if lengths.max() <= MAX_CODE_LEN:
+            return lengths
+        # Too deep for the decode table: flatten the distribution and retry.
+        weights[present] = np.sqrt(weights[present]) + 1.0
+
+
+def _canonical_codes(lengths: np.ndarray) -> np.ndarray:
+    """Canonical code values: shorter codes first, ties by symbol."""
+    codes = np.zeros(len(lengths), dtype=np.int64)
+    order = sorted((int(l), s) for s, l in enumerate(lengths) if l > 0)
+    code = 0
+    prev_len = order[0][0] if order else 0
+    for length, sym in order:
+        code <<= length - prev_len
+        codes[sym] = code
+        code += 1
+        prev_len = length
+    return codes
+
+
+def encode(symbols: np.ndarray, n_alphabet: int | None = None) -> bytes:
+    """Huffman-code a 1-d array of small non-negative ints (< 256)."""
+    symbols = np.ascontiguousarray(symbols, dtype=np.uint8).ravel()
+    n = len(symbols)
+    if n_alphabet is None:
+        n_alphabet = int(symbols.max()) + 1 if n else 1
+    counts = np.bincount(symbols, minlength=n_alphabet)
+    if len(counts) > n_alphabet:
+        raise CheckpointError(
+            f"symbol {int(symbols.max())} is outside the alphabet of {n_alphabet}"
+        )
+    lengths = code_lengths(counts)
+    maxlen = int(lengths.max()) if n else 0
+    codes = _canonical_codes(lengths)
+
+    # Bits of each code, left-aligned in a (n_alphabet, maxlen) table; the mask
+    # keeps only the first `length` of them.
+    shifts = np.arange(maxlen - 1, -1, -1, dtype=np.int64)
+    table = ((codes[:, None] << (maxlen - lengths)[:, None]) >> shifts[None, :]) & 1
+    mask_table = np.arange(maxlen)[None, :] < lengths[:, None]
+    bits = table.astype(np.uint8)[symbols][mask_table[symbols]]
+
+    sym_len = lengths[symbols]
+    n_blocks = (n + BLOCK - 1) // BLOCK
+    starts = np.zeros(n_blocks, dtype=np.int64)
+    if n_blocks > 1:
+        ends = np.cumsum(sym_len)
+        starts[1:] = ends[BLOCK - 1 : n - 1 : BLOCK][: n_blocks - 1]
+    wide = len(bits) >= 2**32
+    offsets = starts.astype("<u8" if wide else "<u4").tobytes()
+    return b"".join(
+        [
+            _HEAD.pack(n, n_alphabet, maxlen, BLOCK),
+            lengths.astype(np.uint8).tobytes(),
+            struct.pack("<BI", 1 if wide else 0, n_blocks),
+            offsets,
+            np.packbits(bits).tobytes(),
+        ]
+    )
+
+
+def decode(data: bytes | memoryview) -> np.ndarray:
+    """Inverse of :func:`encode`; returns a uint8 array."""
+    try:
+        n, n_alphabet, maxlen, block = _HEAD.unpack_from(data, 0)
+        pos = _HEAD.size
+        lengths = np.frombuffer(data, dtype=np.uint8, count=n_alphabet, offset=pos).astype(np.int64)
+        pos += n_alphabet
+        flags, n_blocks = struct.unpack_from("<BI", data, pos)
+        pos += 5
+        width = 8 if flags & 1 else 4
+        starts = np.frombuffer(data, dtype=f"<u{width}", count=n_blocks, offset=pos)
+        pos += width * n_blocks
+        packed = np.frombuffer(data, dtype=np.uint8, offset=pos)
+    except (struct.error, ValueError) as e:
+        raise CheckpointError(f"corrupt Huffman stream: {e}") from e
+    if n == 0:
+        return np.zeros(0, dtype=np.uint8)
+    present = np.flatnonzero(lengths)
+    if len(present) == 1:
+        # A one-symbol stream has one 1-bit code per symbol; no need to read it.
+        return np.full(n, present[0], dtype=np.uint8)
+
+    codes = _canonical_codes(lengths)
+    # Decode table over every maxlen-bit window: the symbol whose code is a
+    # prefix of the window, and that code's length.
+    table_sym = np.zeros(1 << maxlen, dtype=np.uint8)
+    table_len = np.zeros(1 << maxlen, dtype=np.int64)
+    for s in present:
+        lo = int(codes[s]) << (maxlen - int(lengths[s]))
+        hi = lo + (1 << (maxlen - int(lengths[s])))
+        table_sym[lo:hi] = s
+        table_len[lo:hi] = lengths[s]
+
+    bits = np.unpackbits(packed)
+    total = len(bits)
+    padded = np.concatenate([bits, np.zeros(maxlen, dtype=np.uint8)]).astype(np.int32)
+    window = np.zeros(total + 1, dtype=np.int32)
+    for k in range(maxlen):
+        window <<= 1
+        window |= padded[k : k + total + 1]
+
+    out = np.empty((n_blocks, block), dtype=np.uint8)
+    cursor = starts.astype(np.int64)
+    for i in range(block):
+        w = window[cursor]
+        out[:, i] = table_sym[w]
+        # The last block may be short; clamping keeps its extra (discarded)
+        # steps inside the window array.
+        cursor = np.minimum(cursor + table_len[w], total)
+    return out.ravel()[:n]
