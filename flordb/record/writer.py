@@ -69,13 +69,29 @@ def _jsonable(value: Any) -> Any:
 
 def resolve(value: Any) -> Any:
     """Writer-side conversion to a plain Python value."""
-    if isinstance(value, _PLAIN):
+    kind = type(value)
+    if kind in _PLAIN:
         return value
-    if isinstance(value, _Pending):
+    if kind is _Pending:
         return value.resolve()
-    if isinstance(value, (list, dict)):
+    # Subclasses of the plain types (numpy.float64, IntEnum, str enums) must
+    # become the base type: a segment frame holds plain values only, and the
+    # reader refuses any other class.
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if kind in (list, dict):
         return value
-    return _jsonable(value)
+    value = _jsonable(value)
+    if type(value) in _PLAIN:
+        return value
+    # .item()/.tolist() may still yield other classes (datetime, Decimal).
+    return json.loads(json.dumps(value, default=str))
 
 
 class BackgroundWriter(threading.Thread):
