@@ -4,7 +4,8 @@ A run appends frames to ``FLORDB_HOME/pending/<segment>.seg`` from its
 background writer, so a process killed with SIGKILL keeps everything older than
 the writer's last flush. A frame is a 4-byte little-endian length followed by a
 pickle of plain Python values (dicts, lists, tuples, str, numbers, None). A
-torn final frame (the process died mid-write) is ignored on read.
+torn final frame (the process died mid-write) is ignored on read; a complete
+frame that does not unpickle to plain values is skipped, never the frames after it.
 
 The writer holds an exclusive ``flock`` on its segment for as long as it lives;
 the kernel drops it when the process exits, however it exits. An ingester
@@ -72,10 +73,11 @@ def read_frames(path: Path) -> Iterator[dict[str, Any]]:
             break  # torn final frame: the writer died mid-append
         try:
             frame = _PlainUnpickler(io.BytesIO(data[pos + 4 : pos + 4 + size])).load()
-        except (pickle.UnpicklingError, EOFError, ValueError):
-            break
-        yield frame
+        except Exception:  # noqa: BLE001 - garbage may raise anything
+            frame = None  # a complete but unreadable frame: lose it, not the rest
         pos += 4 + size
+        if isinstance(frame, dict):
+            yield frame
 
 
 def try_lock(path: Path) -> int | None:
