@@ -17,8 +17,26 @@ _used: set[str] = set()
 
 
 def strip_argv(argv: list[str] | None = None) -> dict[str, str]:
-    """Remove ``--kwargs a=1 b=x`` from argv (in place) and remember the pairs."""
-    argv = sys.argv if argv is None else argv
+    """Remove ``--kwargs a=1 b=x`` from argv (in place) and remember the pairs.
+
+    Without ``argv`` this reads the process's own command line at import, before
+    any excepthook of flordb's exists; a malformed ``--kwargs`` there is a usage
+    error, reported like argparse reports one: a line on stderr and exit.
+    """
+    if argv is not None:
+        return _strip(argv)
+    try:
+        return _strip(sys.argv)
+    except RecordError as exc:
+        from .. import settings
+
+        if settings.get("debug"):
+            raise
+        print(f"flordb: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _strip(argv: list[str]) -> dict[str, str]:
     while "--kwargs" in argv:
         at = argv.index("--kwargs")
         end = at + 1
