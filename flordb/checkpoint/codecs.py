@@ -270,7 +270,8 @@ def _as_storable(name: str, value: Any) -> np.ndarray:
         )
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    return np.ascontiguousarray(arr)
+    # Not np.ascontiguousarray: it turns 0-d arrays (step counters) into 1-d.
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")
 
 
 def _int_view(arr: np.ndarray) -> np.ndarray:
@@ -315,7 +316,9 @@ def _unshuffle(data: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarr
     if size == 1:
         out = flat.copy()
     else:
-        out = np.ascontiguousarray(flat.reshape(size, -1).T)
+        # .copy(), not np.ascontiguousarray: a 1-element transpose is already
+        # contiguous and would stay a read-only view of the blob.
+        out = flat.reshape(size, -1).T.copy()
     return out.view(dtype).reshape(shape)
 
 

@@ -8,17 +8,21 @@ numpy-vectorised:
 * encoding expands every symbol into its code bits with one table gather and
   a boolean mask, then ``np.packbits``;
 * decoding is inherently sequential (where a code starts depends on every code
-  before it), so the stream is cut into blocks of ``BLOCK`` symbols whose bit
-  offsets are stored; all blocks are then decoded in lock-step, one symbol per
+  before it), so the stream is cut into blocks of up to ``BLOCK`` symbols
+  whose bit lengths are stored; all blocks are then decoded in lock-step, one symbol per
   block per numpy step, with a table lookup on a precomputed window of the next
   ``maxlen`` bits at every bit position.
 
 Stream layout (little-endian)::
 
-    u32 n_symbols | u8 n_alphabet | u8 maxlen | u16 block
+    u32 n_symbols | u8 n_alphabet | u8 maxlen | u16 block (symbols per block)
     u8 code_length[n_alphabet]
-    u8 flags (bit 0: offsets are u64) | u32 n_blocks
-    u32 or u64 block_bit_offset[n_blocks] | packed bits
+    u16 block_bits[n_blocks - 1]  (bits of each block but the last)
+    packed bits
+
+A block holds at most ``BLOCK * MAX_CODE_LEN`` = 32768 bits, so u16 lengths
+suffice. The block size grows with sqrt(n): a decode takes ``block`` numpy
+steps, and each block costs 2 bytes.
 
 Example:
     >>> import numpy as np
@@ -30,17 +34,19 @@ Example:
 from __future__ import annotations
 
 import heapq
+import math
 import struct
 
 import numpy as np
 
 from flordb.errors import CheckpointError
 
-#: Symbols per independently decodable block. Larger blocks cost fewer offsets
-#: but more numpy steps when decoding (one step per symbol of a block).
+#: Most symbols per independently decodable block. Larger blocks cost fewer
+#: stored lengths but more numpy steps when decoding (one per symbol of a block).
 BLOCK = 2048
 
-#: Code lengths are capped so the decode table (2^maxlen entries) stays small.
+#: Code lengths are capped so the decode table (2^maxlen entries) stays small
+#: and a block's bit length fits in a u16.
 MAX_CODE_LEN = 16
 
 _HEAD = struct.Struct("<IBBH")
@@ -119,22 +125,29 @@ def encode(symbols: np.ndarray, n_alphabet: int | None = None) -> bytes:
     bits = table.astype(np.uint8)[symbols][mask_table[symbols]]
 
     sym_len = lengths[symbols]
-    n_blocks = (n + BLOCK - 1) // BLOCK
-    starts = np.zeros(n_blocks, dtype=np.int64)
+    block = block_size(n)
+    n_blocks = (n + block - 1) // block
+    block_bits = np.zeros(max(n_blocks - 1, 0), dtype="<u2")
     if n_blocks > 1:
-        ends = np.cumsum(sym_len)
-        starts[1:] = ends[BLOCK - 1 : n - 1 : BLOCK][: n_blocks - 1]
-    wide = len(bits) >= 2**32
-    offsets = starts.astype("<u8" if wide else "<u4").tobytes()
+        block_bits[:] = np.add.reduceat(sym_len, np.arange(0, n, block))[:-1]
     return b"".join(
         [
-            _HEAD.pack(n, n_alphabet, maxlen, BLOCK),
+            _HEAD.pack(n, n_alphabet, maxlen, block),
             lengths.astype(np.uint8).tobytes(),
-            struct.pack("<BI", 1 if wide else 0, n_blocks),
-            offsets,
+            block_bits.tobytes(),
             np.packbits(bits).tobytes(),
         ]
     )
+
+
+def block_size(n: int) -> int:
+    """Symbols per block for a stream of ``n`` symbols.
+
+    Example:
+        >>> block_size(10), block_size(20_000), block_size(1_000_000)
+        (64, 565, 2048)
+    """
+    return int(min(BLOCK, max(64, math.sqrt(16 * n))))
 
 
 def decode(data: bytes | memoryview) -> np.ndarray:
@@ -144,11 +157,9 @@ def decode(data: bytes | memoryview) -> np.ndarray:
         pos = _HEAD.size
         lengths = np.frombuffer(data, dtype=np.uint8, count=n_alphabet, offset=pos).astype(np.int64)
         pos += n_alphabet
-        flags, n_blocks = struct.unpack_from("<BI", data, pos)
-        pos += 5
-        width = 8 if flags & 1 else 4
-        starts = np.frombuffer(data, dtype=f"<u{width}", count=n_blocks, offset=pos)
-        pos += width * n_blocks
+        n_blocks = (n + block - 1) // block if block else 0
+        block_bits = np.frombuffer(data, dtype="<u2", count=max(n_blocks - 1, 0), offset=pos)
+        pos += 2 * len(block_bits)
         packed = np.frombuffer(data, dtype=np.uint8, offset=pos)
     except (struct.error, ValueError) as e:
         raise CheckpointError(f"corrupt Huffman stream: {e}") from e
@@ -179,7 +190,8 @@ def decode(data: bytes | memoryview) -> np.ndarray:
         window |= padded[k : k + total + 1]
 
     out = np.empty((n_blocks, block), dtype=np.uint8)
-    cursor = starts.astype(np.int64)
+    cursor = np.zeros(n_blocks, dtype=np.int64)
+    np.cumsum(block_bits, out=cursor[1:])
     for i in range(block):
         w = window[cursor]
         out[:, i] = table_sym[w]
