@@ -13,7 +13,7 @@ FORMATS = ("table", "csv", "json", "markdown")
 
 def cell(value: Any) -> str:
     """A value as people read it: NULL, trimmed floats, ISO timestamps."""
-    if value is None:
+    if value is None or _is_missing(value):
         return "NULL"
     if isinstance(value, float):
         if math.isnan(value):
@@ -24,6 +24,16 @@ def cell(value: Any) -> str:
     if hasattr(value, "isoformat"):  # pandas Timestamp
         return str(value)
     return str(value)
+
+
+def _is_missing(value: Any) -> bool:
+    """pandas' missing markers (NA of nullable integer columns, NaT)."""
+    module = type(value).__module__
+    if not module.startswith("pandas"):
+        return False
+    import pandas as pd
+
+    return value is pd.NA or value is pd.NaT
 
 
 def _plain(value: Any) -> Any:
