@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS runs (
     argv        VARCHAR,               -- JSON array
     mode        VARCHAR,               -- record | handsfree
     error       VARCHAR,               -- the exception that ended a failed run
-    ckpt_overhead DOUBLE               -- achieved checkpoint overhead (fraction of compute)
+    ckpt_overhead DOUBLE,              -- achieved checkpoint overhead (fraction of compute)
+    cwd         VARCHAR                -- working directory, relative to the repository root
 );
 
 -- Hyper-parameters (flor.arg): one row per run and name.

@@ -12,6 +12,7 @@ keyframe; training continues.
 A thread, not a forked process: zstd and NumPy release the GIL for the heavy
 work, and a thread shares the snapshot's memory without a copy.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,11 +31,20 @@ from ..errors import CheckpointError
 from .blobstore import BlobStore
 from .codecs import ChainEncoder, decode_chain, object_codec
 from .policy import AdaptivePolicy
-from .snapshot import RNG_NAME, Snapshot, dumps_skeleton, loads_skeleton, merge_parts, \
-    restore_snapshot, take_snapshot
+from .snapshot import (
+    RNG_NAME,
+    Snapshot,
+    dumps_skeleton,
+    loads_skeleton,
+    merge_parts,
+    restore_snapshot,
+    take_snapshot,
+)
 
 MAX_IN_FLIGHT = 2
 LOCALS_NAME = "__locals__"
+UNCAPTURABLE = "__uncapturable__"
+_NOT_PLAIN = object()
 _MAGIC = b"FLCK1"
 _LEN = struct.Struct("<I")
 
@@ -96,6 +106,48 @@ class CheckpointManager:
         self.policy.record_cost(time.perf_counter() - start)
         self.taken += 1
 
+    # ------------------------------------------------- skip-block locals
+    def bind_outer_frame(self, frame: Any) -> None:
+        """Remember the frame running the checkpointed loop (for the locals analysis)."""
+        self._outer_code = frame.f_code
+        self._outer_line = frame.f_lineno
+
+    def capture_locals(self, frame: Any) -> None:
+        """At an inner loop's end: copy the locals replay needs if it skips that loop.
+
+        Names come from static analysis (``hindsight.statements``); values that
+        are registered objects are restored anyway; values that cannot be
+        captured are listed, so replay falls back to running the iteration.
+        """
+        if getattr(self, "_outer_code", None) is not frame.f_code:
+            self.locals = {UNCAPTURABLE: ["<inner loop in another function>"]}
+            return
+        from ..hindsight.statements import capture_candidates
+
+        try:
+            source = Path(frame.f_code.co_filename).read_text()
+        except OSError:
+            self.locals = {UNCAPTURABLE: ["<source unavailable>"]}
+            return
+        names = capture_candidates(source, self._outer_line)
+        registered = {id(o) for o in self.objects.values()}
+        captured: dict[str, Any] = {}
+        missing: list[str] = []
+        f_locals = frame.f_locals
+        for name in sorted(names):
+            if name not in f_locals:
+                continue
+            value = f_locals[name]
+            if id(value) in registered:
+                continue
+            copied = _copy_plain(value)
+            if copied is _NOT_PLAIN:
+                missing.append(name)
+            else:
+                captured[name] = copied
+        captured[UNCAPTURABLE] = missing
+        self.locals = captured
+
     def close(self) -> float:
         """Wait for pending writes; the achieved overhead."""
         self._queue.put(None)
@@ -122,8 +174,9 @@ class CheckpointManager:
         rows = []
         for name, (tensors, skeleton) in snap.split().items():
             obj = self.objects.get(name)
-            codec = object_codec(self.codec, obj) if name not in (RNG_NAME, LOCALS_NAME) \
-                else "lossless"
+            codec = (
+                object_codec(self.codec, obj) if name not in (RNG_NAME, LOCALS_NAME) else "lossless"
+            )
             enc = self.encoders.get(name)
             if enc is None:
                 enc = self.encoders[name] = ChainEncoder(
@@ -148,18 +201,56 @@ class CheckpointManager:
                 continue
             rows.append(
                 {
-                    "iteration": i, "object": name, "codec": codec, "kind": blob.kind,
-                    "base_iteration": self.chain_base[name], "digest": digest,
-                    "raw_bytes": blob.raw_bytes, "stored_bytes": blob.stored_bytes,
-                    "approximate": blob.approximate, "status": "ok",
+                    "iteration": i,
+                    "object": name,
+                    "codec": codec,
+                    "kind": blob.kind,
+                    "base_iteration": self.chain_base[name],
+                    "digest": digest,
+                    "raw_bytes": blob.raw_bytes,
+                    "stored_bytes": blob.stored_bytes,
+                    "approximate": blob.approximate,
+                    "status": "ok",
                 }
             )
         return rows
 
     @staticmethod
     def _failed_row(i: int, name: str, error: str, codec: str = "") -> dict[str, Any]:
-        return {"iteration": i, "object": name, "codec": codec or "?", "status": "failed",
-                "error": error[:500]}
+        return {
+            "iteration": i,
+            "object": name,
+            "codec": codec or "?",
+            "status": "failed",
+            "error": error[:500],
+        }
+
+
+def _copy_plain(value: Any, depth: int = 0) -> Any:
+    """A copy of a plain value (numbers, strings, arrays, tensors and containers
+    of them); ``_NOT_PLAIN`` for anything else (modules, iterators, objects)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if depth > 4:
+        return _NOT_PLAIN
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, np.generic):
+        return value.item()
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, (list, tuple)):
+        items = [_copy_plain(v, depth + 1) for v in value]
+        if any(v is _NOT_PLAIN for v in items):
+            return _NOT_PLAIN
+        return type(value)(items) if isinstance(value, tuple) and type(value) is tuple else items
+    if isinstance(value, dict) and all(isinstance(k, (str, int)) for k in value):
+        items2 = {k: _copy_plain(v, depth + 1) for k, v in value.items()}
+        if any(v is _NOT_PLAIN for v in items2.values()):
+            return _NOT_PLAIN
+        return items2
+    return _NOT_PLAIN
 
 
 # ------------------------------------------------------------------ restore
@@ -179,9 +270,13 @@ def load_state(
     approximate = False
     for row in at:
         chain = sorted(
-            (r for r in manifest
-             if r["object"] == row["object"] and r["status"] == "ok"
-             and row["base_iteration"] <= r["iteration"] <= iteration),
+            (
+                r
+                for r in manifest
+                if r["object"] == row["object"]
+                and r["status"] == "ok"
+                and row["base_iteration"] <= r["iteration"] <= iteration
+            ),
             key=lambda r: r["iteration"],
         )
         skeleton: dict[str, Any] = {}
@@ -213,7 +308,9 @@ def complete_iterations(manifest: list[dict[str, Any]]) -> list[int]:
     by_iter: dict[int, list[dict[str, Any]]] = {}
     for r in manifest:
         by_iter.setdefault(r["iteration"], []).append(r)
-    return sorted(i for i, rows in by_iter.items() if rows and all(r["status"] == "ok" for r in rows))
+    return sorted(
+        i for i, rows in by_iter.items() if rows and all(r["status"] == "ok" for r in rows)
+    )
 
 
 def manifest_json(rows: list[dict[str, Any]]) -> str:

@@ -111,6 +111,7 @@ class Run:
             "pid": self.pid,
             "argv": list(sys.argv),
             "mode": self.mode,
+            "cwd": _relative_cwd(self.root),
         }
 
     # ------------------------------------------------------------- record API
@@ -142,6 +143,12 @@ class Run:
     ) -> Iterator[Any]:
         path = f"{parent_path}/{name}" if parent_path else name
         manager = self._checkpoint_manager_for(len(parent_idx), name)
+        if manager is not None:
+            manager.bind_outer_frame(sys._getframe(1))
+        inner_of = self.checkpoints if (
+            self.checkpoints is not None and manager is None
+            and len(parent_idx) == self.checkpoints.depth + 1
+        ) else None
         timed = manager is not None or not parent_idx
         try:
             total = len(iterable)  # type: ignore[arg-type]
@@ -165,6 +172,8 @@ class Run:
                 manager.force(i)  # always keep the last iteration's state
         finally:
             self.ctx = saved
+            if inner_of is not None:
+                inner_of.capture_locals(sys._getframe(1))
 
     def _checkpoint_manager_for(self, depth: int, name: str) -> Any:
         if not _checkpoint_stack or self.checkpoints is not None:
@@ -224,6 +233,13 @@ class Run:
                 f"({self.writer.count} records{ck})",
                 file=sys.stderr,
             )
+
+
+def _relative_cwd(root: Path) -> str | None:
+    try:
+        return Path.cwd().resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return None  # started outside the repository
 
 
 def _is_pending(home: Path, segment_id: str) -> bool:

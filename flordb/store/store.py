@@ -196,12 +196,13 @@ class Store:
             )
         status = end["status"] if end else "killed"
         con.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 run_id, projid, _ts(head["tstamp"]), _ts(end["end_time"]) if end else None,
                 status, head.get("vid"), head.get("filename"), head.get("host"), head.get("pid"),
                 json.dumps(head.get("argv", [])), head.get("mode", "record"),
                 end.get("error") if end else None, end.get("ckpt_overhead") if end else None,
+                head.get("cwd"),
             ],
         )
         args: dict[str, Any] = {}
