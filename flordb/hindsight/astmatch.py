@@ -16,10 +16,12 @@ differencing" (ASE 2014), adapted to Python's ``ast``:
    children are aligned field by field, keeping their order (an LCS of
    similarities), and matched recursively; this is what pairs ``net`` with
    ``model`` inside ``loss = loss_fn(net(x), y)``.
-4. **Moved expressions**: an unmatched expression (``model(x)``) is matched to
-   an expression of the same shape inside the counterpart of its nearest
-   matched statement container when at least half of their names agree; this
-   follows temporaries that were inlined or extracted (``out = model(x)``).
+4. **Moved code**: an unmatched simple statement or expression is matched to
+   one of the same shape (equal but for variable names) inside the counterpart
+   of its nearest matched statement container, when at least half of their
+   names agree and no other candidate scores as well; this follows
+   temporaries that were inlined (``out = model(x)`` -> ``loss_fn(model(x), y)``)
+   and statements wrapped in a new ``with``/``if``.
 
 Statement lists (``body``, ``orelse``, ``finalbody``) become pseudo nodes of
 kind ``block:<field>`` so that a matched block says where a statement may go.
@@ -221,6 +223,9 @@ class Matcher:
         self.top_down()
         self.bottom_up()
         self.moved_expressions()
+        # Once renames are known, `state = state.detach()` agrees with
+        # `hidden = hidden.detach()`; a second pass follows those too.
+        self.moved_expressions(self.global_renames())
         return self
 
     def top_down(self) -> None:
@@ -403,13 +408,14 @@ class Matcher:
                 j += 1
         return pairs
 
-    def moved_expressions(self) -> None:
+    def moved_expressions(self, renamed: dict[str, str] | None = None) -> None:
+        """Phase 4; see the module docstring. ``renamed`` maps NEW names to OLD ones."""
         by_shape: dict[int, list[Node]] = defaultdict(list)
         for y in self.t2.nodes:
-            if y not in self.m2 and y.height >= MIN_HEIGHT and isinstance(y.ast, ast.expr):
+            if y not in self.m2 and y.height >= MIN_HEIGHT and _movable(y):
                 by_shape[y.shape].append(y)
         for x in self.t1.nodes:
-            if x in self.m1 or x.height < MIN_HEIGHT or not isinstance(x.ast, ast.expr):
+            if x in self.m1 or x.height < MIN_HEIGHT or not _movable(x):
                 continue
             cands = by_shape.get(x.shape)
             if not cands:
@@ -422,7 +428,7 @@ class Matcher:
             for y in cands:
                 if y in self.m2 or not region.contains(y):
                     continue
-                same, total = _name_agreement(self.t1, x, self.t2, y)
+                same, total = _name_agreement(self.t1, x, self.t2, y, renamed or {})
                 if total == 0 or same == 0 or 2 * same < total:
                     continue
                 score = same / total
@@ -436,6 +442,19 @@ class Matcher:
                 by_shape[x.shape].remove(best)
 
     # -- results ------------------------------------------------------------------
+    def global_renames(self) -> dict[str, str]:
+        """NEW name -> OLD name where most matched occurrences, in any scope, say so."""
+        counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for (_scope, new), olds in self.renames().items():
+            for old, n in olds.items():
+                counts[new][old] += n
+        out = {}
+        for new, olds in counts.items():
+            old, n = max(olds.items(), key=lambda kv: (kv[1], kv[0] == new))
+            if old != new and n > olds.get(new, 0):
+                out[new] = old
+        return out
+
     def renames(self) -> dict[tuple[Node, str], dict[str, int]]:
         """Votes NEW name -> OLD name from matched names, keyed by NEW binding scope."""
         votes: dict[tuple[Node, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -453,13 +472,18 @@ def _is_container(node: Node) -> bool:
     return node.parent is None or any(c.is_block for c in node.children)
 
 
-def _name_agreement(t1: Tree, x: Node, t2: Tree, y: Node) -> tuple[int, int]:
+def _movable(node: Node) -> bool:
+    return isinstance(node.ast, ast.expr) or (isinstance(node.ast, ast.stmt) and not _is_container(node))
+
+
+def _name_agreement(t1: Tree, x: Node, t2: Tree, y: Node, renamed: dict[str, str]) -> tuple[int, int]:
+    """(agreeing names, names) of two same-shape subtrees, name by name."""
     same = total = 0
     for k in range(x.size):
         a, b = t1.nodes[x.pre + k], t2.nodes[y.pre + k]
         if a.kind == "Name":
             total += 1
-            same += a.label == b.label
+            same += a.ast.id == b.ast.id or renamed.get(a.ast.id) == b.ast.id  # type: ignore[attr-defined]
     return same, total
 
 

@@ -302,6 +302,14 @@ class _Propagator:
         spot = self._spot(c.stmt, block)
         if isinstance(spot, str):
             return spot
+        # A name OLD also has where the statement goes keeps its meaning unless
+        # the matching says otherwise more than once.
+        visible = self.scopes2.visible(spot.block)
+        alias = c.call.func.value.id  # type: ignore[attr-defined]
+        for name in [n for n in renames if n in visible and n != alias]:
+            scope = self.scopes1.binding_scope(block, name)
+            if self.votes[(scope, name)].get(renames[name], 0) < 2:
+                del renames[name]
         reason = self._check_loops(block, spot) or self._check_names(c, renames, spot)
         if reason:
             return reason
@@ -351,14 +359,23 @@ class _Propagator:
             item, block = node.ast, node.parent  # type: ignore[assignment]
 
     def _anchor(self, siblings: list[ast.stmt], k: int, ok) -> _Spot | None:
-        """After the nearest matched predecessor, else before the nearest matched successor."""
+        """After the nearest matched predecessor or before the nearest matched
+        successor, whichever is closer in NEW (the predecessor on a tie)."""
         m1, of = self.matcher.m1, self.t1.of
-        order = [(j, "after") for j in range(k - 1, -1, -1)] + [(j, "before") for j in range(k + 1, len(siblings))]
-        for j, how in order:
+
+        def counterpart(j: int) -> Node | None:
             x = of.get(id(siblings[j]))
             y = m1.get(x) if x is not None else None
             if y is not None and y.parent is not None and y.parent.is_block and ok(y):
-                return _Spot(how, y.ast, y.parent)  # type: ignore[arg-type]
+                return y
+            return None
+
+        before = next(((k - j, y) for j in range(k - 1, -1, -1) if (y := counterpart(j))), None)
+        after = next(((j - k, y) for j in range(k + 1, len(siblings)) if (y := counterpart(j))), None)
+        if before and (not after or before[0] <= after[0]):
+            return _Spot("after", before[1].ast, before[1].parent)  # type: ignore[arg-type]
+        if after:
+            return _Spot("before", after[1].ast, after[1].parent)  # type: ignore[arg-type]
         return None
 
     def _check_loops(self, block: Node, spot: _Spot) -> str | None:
