@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from .settings import config
 from .errors import FlorError
+# Bind the subpackage ``flordb.query`` now: importing it later (the first
+# flor.query call does) would overwrite the function ``query`` defined below.
+from . import query as _query_package  # noqa: F401
 from .record import kwargs as _kwargs
 from .record.run import arg, checkpointing, commit, log, loop
 
