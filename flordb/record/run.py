@@ -264,8 +264,10 @@ def current() -> Run:
         return run
     with _start_lock:
         if _run is None or _run.ended:
-            _run = _make_run()
+            # Hooks first: a run that cannot start (no git repository) is a
+            # one-line error, not a traceback.
             _install_exit_hooks()
+            _run = _make_run()
         return _run
 
 
