@@ -100,3 +100,6 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     error       VARCHAR,
     PRIMARY KEY (run_id, iteration, object)
 );
+
+-- Columns added after the first release: ALTERs keep older databases current.
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS cwd VARCHAR;

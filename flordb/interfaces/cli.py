@@ -204,6 +204,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # a bug or an unexpected failure: still one line
+        if _debug():
+            traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(
+            f"flordb: error: {type(exc).__name__}: {first} (set FLORDB_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _debug() -> bool:

@@ -31,6 +31,7 @@ from ..errors import StoreError
 from . import schema, segments
 
 DB_NAME = "flordb.duckdb"
+_SCHEMA_CHECKED: set[str] = set()
 _VTYPES = {float: "float", int: "int", bool: "bool", str: "str"}
 
 
@@ -76,9 +77,14 @@ class Store:
     @contextlib.contextmanager
     def connect(self, write: bool = False, timeout: float = 30.0) -> Iterator[Any]:
         """A connection of our own; retries while another process holds the lock."""
-        if not write and not self.path.exists():
-            with self.connect(write=True, timeout=timeout):
-                pass
+        if not write and str(self.path) not in _SCHEMA_CHECKED:
+            # Create or migrate the schema once per process, when the lock allows.
+            try:
+                with self.connect(write=True, timeout=timeout if not self.path.exists() else 1.0):
+                    pass
+            except StoreError:
+                if not self.path.exists():
+                    raise
         deadline = time.monotonic() + timeout
         delay = 0.02
         while True:
@@ -98,6 +104,7 @@ class Store:
         try:
             if write:
                 schema.apply(con)
+                _SCHEMA_CHECKED.add(str(self.path))
             yield con
         finally:
             con.close()
