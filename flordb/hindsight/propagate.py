@@ -79,8 +79,10 @@ def propagate(new_source: str, old_source: str) -> str:
     Prints one line per statement that could not be placed, to stderr:
     ``flordb: warning: not propagated: <stmt> (<reason>)``.
 
-    >>> propagate("import flordb as flor\\nx = 1\\nflor.log('x', x)\\n", "x = 1\\n")
-    'x = 1\\nimport flordb as flor\\nflor.log(\\'x\\', x)\\n'
+    >>> print(propagate("import flordb as flor\\nx = 1\\nflor.log('x', x)\\n", "x = 1\\n"), end="")
+    import flordb as flor
+    x = 1
+    flor.log('x', x)
     """
     result = propagate_detailed(new_source, old_source)
     for refusal in result.refused:
@@ -651,7 +653,13 @@ def log_sites(source: str) -> list[LogSite]:
             scan(d)
     # Entry chains of each function: the chains of the places that call it.
     entries: dict[str, set[tuple[str, ...]]] = {name: set() for name in functions}
-    work = [(callee, chain) for callee, chain in local[id(tree)][1]]
+    called = {callee for calls in local.values() for callee, _ in calls[1]}
+    # Module code runs; so, presumably, do functions nobody here calls (methods
+    # called by a framework, a `main` run by an entry point).
+    work = list(local[id(tree)][1])
+    for name, defs in functions.items():
+        if name not in called:
+            work.extend(call for d in defs for call in local[id(d)][1])
     seen: set[tuple[str, tuple[str, ...]]] = set()
     while work:
         name, chain = work.pop()
@@ -735,7 +743,6 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.writelines(difflib.unified_diff(
         texts[1].splitlines(keepends=True), result.source.splitlines(keepends=True),
         fromfile=args.old, tofile=args.out or args.old))
-    print(f"{len(result.inserted)} inserted, {len(result.refused)} refused", file=sys.stderr)
     return 0
 
 
