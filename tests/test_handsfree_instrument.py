@@ -46,10 +46,14 @@ class FakeFlor:
         self.args: dict[str, Any] = {}
         self.checkpointed: list[dict[str, Any]] = []
         self.commits = 0
+        self.frames: list[tuple[str, str]] = []  # (file, function) resuming each flor.loop
 
     def loop(self, name: str, iterable: Iterable[Any]) -> Iterator[Any]:
         self.loops.append((tuple(self.stack), name))
         for i, item in enumerate(iterable):
+            if i == 0:
+                caller = sys._getframe(1).f_code
+                self.frames.append((caller.co_filename, caller.co_name))
             self.stack.append((name, i))
             try:
                 yield item
@@ -221,11 +225,43 @@ def test_comprehensions_and_other_code_untouched() -> None:
 
     before, after = dumps(original), dumps(inst.tree)
     assert before and before == after
-    # Only the two loop headers and the import differ from the original program.
-    changed = ast.unparse(inst.tree).splitlines()
-    assert changed[1] == "import flordb.handsfree.runner as __flor_hf__"
-    assert "for epoch in __flor_hf__.outer_loop('epoch', range(3), locals()):" in changed
-    assert "    for step, (xb, yb) in __flor_hf__.loop('step', enumerate(batches)):" in changed
+    # Statements outside the two loops are the original ones, unchanged.
+    body = inst.tree.body
+    assert ast.unparse(body[1]) == "import flordb.handsfree.runner as __flor_hf__"
+    kept = [ast.dump(n, include_attributes=True) for n in body[2:] if not isinstance(n, ast.With)]
+    assert kept == [
+        ast.dump(n, include_attributes=True) for n in original.body[1:]
+        if not isinstance(n, ast.For)
+    ]
+
+
+def test_instrumented_shape() -> None:
+    source = textwrap.dedent("""\
+        for epoch in range(3):
+            for i, batch in enumerate(data):
+                opt.step()
+                if i:
+                    continue
+            else:
+                done = True
+    """)
+    assert ast.unparse(instrument(source, "s.py").tree) == textwrap.dedent("""\
+        import flordb.handsfree.runner as __flor_hf__
+        with __flor_hf__.outer_loop('epoch', locals()) as __flor_hf_outer__:
+            for epoch in __flor_hf_outer__.items(range(3)):
+                try:
+                    with __flor_hf__.loop('i') as __flor_hf_inner__:
+                        for i, batch in __flor_hf_inner__.items(enumerate(data)):
+                            try:
+                                opt.step()
+                                if i:
+                                    continue
+                            finally:
+                                __flor_hf_inner__.end_iteration()
+                        else:
+                            done = True
+                finally:
+                    __flor_hf_outer__.end_iteration()""")
 
 
 def test_import_goes_after_docstring_and_future_imports() -> None:
@@ -238,9 +274,13 @@ def test_import_goes_after_docstring_and_future_imports() -> None:
 def test_rewritten_header_keeps_its_line_numbers() -> None:
     path, source = load("mnist_style.py")
     inst = instrument(source, path)
-    outer = next(n for n in ast.walk(inst.tree) if isinstance(n, ast.For) and n.lineno == 96)
-    assert isinstance(outer.iter, ast.Call)
-    assert {n.lineno for n in ast.walk(outer.iter) if hasattr(n, "lineno")} == {96}
+    outer = next(n for n in ast.walk(inst.tree) if isinstance(n, ast.With) and n.lineno == 96)
+    loop = outer.body[0]
+    assert isinstance(loop, ast.For) and isinstance(loop.body[0], ast.Try)
+    new_nodes = [outer, outer.items[0].context_expr, loop, loop.iter, loop.body[0],
+                 *loop.body[0].finalbody]
+    assert {n.lineno for n in new_nodes} == {96}
+    assert [n.lineno for n in loop.body[0].body] == [97, 98, 99]  # the user's statements
 
 
 @pytest.mark.parametrize(
@@ -325,6 +365,9 @@ def test_mnist_records_output_per_loop_context_and_args(
     ]
     assert fake.loops == [((), "epoch"), ((("epoch", 0),), "batch_idx"),
                           ((("epoch", 1),), "batch_idx")]
+    # The record and replay code capture and restore locals in the frame that resumes
+    # flor.loop's generator: it must be the script's own, not a wrapper's.
+    assert fake.frames == [(path, "main"), (path, "train"), (path, "train")]
     stdout = fake.texts("stdout")
     first = stdout[(("epoch", 0), ("batch_idx", 0))]
     assert first.startswith("Train Epoch: 1 [0/64 (0%)]\tLoss: ")

@@ -17,9 +17,9 @@ The rule (also in ``docs/handsfree.md``):
   ``for i, (x, y) in enumerate(...)`` the index name ``i``; otherwise ``epoch`` for the
   outer and ``step`` for the inner level.
 
-Only the ``iter`` expression of the two chosen ``for`` statements changes, and every
-new node takes the location of the expression it wraps, so tracebacks, line numbers
-and comprehensions stay exactly as the user wrote them.
+Only the two chosen ``for`` statements change (see ``_Wrap``), and every new node
+takes the location of the ``for`` it wraps, so tracebacks, line numbers and
+comprehensions stay exactly as the user wrote them.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from types import CodeType
 
 RUNTIME_MODULE = "flordb.handsfree.runner"
 RUNTIME_ALIAS = "__flor_hf__"
+LEVEL_VARS = ("__flor_hf_outer__", "__flor_hf_inner__")  # the running level objects
 
 # Calls that only training code makes; `.step()` covers optimizers, schedulers and
 # scalers alike, `.partial_fit()` the incremental scikit-learn estimators.
@@ -93,10 +94,14 @@ def instrument(source: str, filename: str) -> Instrumented:
         else:
             loop, function = outer
             taken: set[str] = set()
-            loops.append(_rewrite(loop, 0, finder.name_of(function), source, taken))
+            plan: dict[int, tuple[int, str]] = {}
             inner = finder.inner_loop(loop, function)
+            loops.append(_rewrite(loop, 0, finder.name_of(function), source, taken, plan))
             if inner is not None:
-                loops.append(_rewrite(inner[0], 1, finder.name_of(inner[1]), source, taken))
+                loops.append(
+                    _rewrite(inner[0], 1, finder.name_of(inner[1]), source, taken, plan)
+                )
+            _Wrap(plan).visit(tree)
             _inject_import(tree)
             ast.fix_missing_locations(tree)
     code = compile(tree, filename, "exec", dont_inherit=True)
@@ -383,29 +388,76 @@ def loop_name(loop: ast.For, level: int, taken: set[str]) -> str:
 
 
 def _rewrite(loop: ast.For, level: int, function: str | None, source: str,
-             taken: set[str]) -> LoopInfo:
+             taken: set[str], plan: dict[int, tuple[int, str]]) -> LoopInfo:
     name = loop_name(loop, level, taken)
     taken.add(name)
+    plan[id(loop)] = (level, name)
     header = f"for {_segment(source, loop.target)} in {_segment(source, loop.iter)}"
-    runtime = ast.Name(id=RUNTIME_ALIAS, ctx=ast.Load())
-    if level == 0:
-        # locals() is evaluated where the loop starts: the module's globals at top level,
-        # the function's variables inside main(); that is where model/optimizer live.
-        args: list[ast.expr] = [
-            ast.Constant(name),
-            loop.iter,
-            ast.Call(func=ast.Name(id="locals", ctx=ast.Load()), args=[], keywords=[]),
-        ]
-        attr = "outer_loop"
-    else:
-        args = [ast.Constant(name), loop.iter]
-        attr = "loop"
-    call = ast.Call(
-        func=ast.Attribute(value=runtime, attr=attr, ctx=ast.Load()), args=args, keywords=[]
-    )
-    loop.iter = ast.copy_location(call, loop.iter)
     return LoopInfo(lineno=loop.lineno, name=name, level=level, header_text=header,
                     function=function)
+
+
+class _Wrap(ast.NodeTransformer):
+    """Replaces each planned ``for`` statement by its instrumented form.
+
+    ``for epoch in X: BODY`` becomes::
+
+        with __flor_hf__.outer_loop("epoch", locals()) as __flor_hf_outer__:
+            for epoch in __flor_hf_outer__.items(X):
+                try:
+                    BODY
+                finally:
+                    __flor_hf_outer__.end_iteration()
+
+    The user's frame drives ``flor.loop``'s generator itself (the record and replay
+    code look at the frame that resumes it to capture and restore locals), and the
+    ``finally`` runs while the iteration is still the loop context, also on
+    ``continue``, ``break``, ``return`` and exceptions.
+    """
+
+    def __init__(self, plan: dict[int, tuple[int, str]]):
+        self.plan = plan
+
+    def visit_For(self, node: ast.For) -> ast.AST:
+        self.generic_visit(node)  # an inner loop nested right in this body comes first
+        entry = self.plan.get(id(node))
+        if entry is None:
+            return node
+        level, name = entry
+        var = LEVEL_VARS[level]
+        args: list[ast.expr] = [ast.Constant(name)]
+        if level == 0:
+            # locals() is evaluated where the loop starts: the module's globals at top
+            # level, the function's variables inside main(); model/optimizer live there.
+            args.append(ast.Call(func=ast.Name(id="locals", ctx=ast.Load()), args=[],
+                                 keywords=[]))
+        enter = ast.Call(
+            func=ast.Attribute(value=ast.Name(id=RUNTIME_ALIAS, ctx=ast.Load()),
+                               attr="outer_loop" if level == 0 else "loop", ctx=ast.Load()),
+            args=args, keywords=[],
+        )
+        items = ast.Call(
+            func=ast.Attribute(value=ast.Name(id=var, ctx=ast.Load()), attr="items",
+                               ctx=ast.Load()),
+            args=[node.iter], keywords=[],
+        )
+        node.iter = ast.copy_location(items, node.iter)
+        end = ast.Expr(ast.Call(
+            func=ast.Attribute(value=ast.Name(id=var, ctx=ast.Load()), attr="end_iteration",
+                               ctx=ast.Load()),
+            args=[], keywords=[],
+        ))
+        guarded = ast.Try(body=node.body, handlers=[], orelse=[], finalbody=[end])
+        node.body = [guarded]
+        wrapper = ast.With(
+            items=[ast.withitem(context_expr=enter,
+                                optional_vars=ast.Name(id=var, ctx=ast.Store()))],
+            body=[node],
+        )
+        # New nodes sit on the `for` line, so tracebacks and f_lineno stay the user's.
+        for new in (wrapper, guarded, end, end.value, enter):
+            ast.copy_location(new, node)
+        return wrapper
 
 
 def _segment(source: str, node: ast.AST) -> str:

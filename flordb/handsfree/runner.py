@@ -1,8 +1,9 @@
 """Runs an unmodified script as a recorded run: ``flordb run SCRIPT [ARGS ...]``.
 
 The instrumented script calls back into this module (imported into it as
-``__flor_hf__``): :func:`outer_loop` and :func:`loop` wrap its training loops in
-``flor.loop`` and register the stateful objects in scope with ``flor.checkpointing``.
+``__flor_hf__``): :func:`outer_loop` and :func:`loop` return the :class:`Level` that
+turns its training loops into ``flor.loop`` and registers the stateful objects in
+scope with ``flor.checkpointing``.
 The script otherwise runs as ``python SCRIPT ARGS`` would run it: as ``__main__``,
 with its own ``sys.argv``, its directory first on ``sys.path``, its exit status.
 """
@@ -10,14 +11,15 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import contextlib
 import functools
 import os
 import sys
 import tokenize
 import traceback
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Self, TypeVar
 
 import flordb as flor
 from flordb.errors import FlorError, RecordError
@@ -46,68 +48,75 @@ def running() -> bool:
     return _state.running
 
 
-# ------------------------------------------------------------------ loop wrappers
-def outer_loop(name: str, iterable: Iterable[T], scope: Mapping[str, Any]) -> Iterable[T]:
-    """``for epoch in X:`` becomes ``for epoch in outer_loop("epoch", X, locals()):``.
+# ------------------------------------------------------------------ loop levels
+class Level:
+    """One instrumented loop while it runs (``with __flor_hf__.outer_loop(...) as level``).
 
-    Equivalent to ``with flor.checkpointing(**stateful(scope)): flor.loop(name, X)``.
+    An active level turns the loop into ``flor.loop(name, X)`` and tells the output
+    capture where iterations end; an inactive one passes everything through.
     """
-    if _state.outer_active:
-        return iterable  # entered again from inside itself (recursion): one outer level
-    return _outer(name, iterable, stateful(scope))
+
+    def __init__(self, name: str, outer: bool, scope: Mapping[str, Any] | None = None):
+        self.name = name
+        self.outer = outer
+        self._scope = scope
+        self.active = False
+        self._checkpointing: contextlib.AbstractContextManager[Any] | None = None
+
+    def __enter__(self) -> Self:
+        if self.outer:
+            # Entered again from inside itself (recursion): one outer level is enough.
+            self.active = not _state.outer_active
+        else:
+            # A helper such as train() also called before or after the training loop
+            # (warm-up, final evaluation) iterates there as usual.
+            self.active = _state.outer_active and not _state.inner_active
+        if not self.active:
+            return self
+        if self.outer:
+            # Entered even with no objects: RNG states are checkpointed all the same.
+            self._checkpointing = flor.checkpointing(**stateful(self._scope or {}))
+            self._checkpointing.__enter__()
+            _state.outer_active = True
+        else:
+            _state.inner_active = True
+        if _state.capture is not None:
+            _state.capture.enter_loop()
+        return self
+
+    def items(self, iterable: Iterable[T]) -> Iterable[T]:
+        """What the ``for`` iterates; the user's frame drives flor.loop's generator."""
+        return flor.loop(self.name, iterable) if self.active else iterable
+
+    def end_iteration(self) -> None:
+        """Runs in the loop body's ``finally``: the iteration is still the loop context."""
+        if self.active and _state.capture is not None:
+            _state.capture.end_iteration()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.active:
+            return
+        self.active = False
+        try:
+            if _state.capture is not None:
+                _state.capture.exit_loop()
+        finally:
+            if self.outer:
+                _state.outer_active = False
+                if self._checkpointing is not None:
+                    self._checkpointing.__exit__(*exc_info)  # type: ignore[arg-type]
+            else:
+                _state.inner_active = False
 
 
-def loop(name: str, iterable: Iterable[T]) -> Iterable[T]:
-    """The inner level: ``flor.loop(name, X)`` while the outer loop runs, else ``X`` itself.
-
-    A helper such as ``train()`` may also be called outside the training loop (a final
-    evaluation); there its loop is left alone rather than recorded as a stray level.
-    """
-    if not _state.outer_active or _state.inner_active:
-        return iterable
-    return _inner(name, iterable)
+def outer_loop(name: str, scope: Mapping[str, Any]) -> Level:
+    """The checkpointed level: ``with flor.checkpointing(**stateful(scope))`` + ``flor.loop``."""
+    return Level(name, outer=True, scope=scope)
 
 
-def _outer(name: str, iterable: Iterable[T], objects: dict[str, Any]) -> Iterator[T]:
-    _state.outer_active = True
-    try:
-        # Entered even with no objects: RNG states are checkpointed all the same.
-        with flor.checkpointing(**objects):
-            yield from _recorded(name, iterable)
-    finally:
-        _state.outer_active = False
-
-
-def _inner(name: str, iterable: Iterable[T]) -> Iterator[T]:
-    _state.inner_active = True
-    try:
-        yield from _recorded(name, iterable)
-    finally:
-        _state.inner_active = False
-
-
-def _recorded(name: str, iterable: Iterable[T]) -> Iterator[T]:
-    capture = _state.capture
-    if capture is not None:
-        capture.enter_loop()
-    items = flor.loop(name, iterable)
-    try:
-        for item in items:
-            yield item
-            # flor.loop has not resumed yet, so this iteration is still the context.
-            if capture is not None:
-                capture.end_iteration()
-    except GeneratorExit:
-        # `break` or an exception in the loop body: the iteration is still current.
-        if capture is not None:
-            capture.end_iteration()
-        raise
-    finally:
-        close = getattr(items, "close", None)
-        if close is not None:
-            close()
-        if capture is not None:
-            capture.exit_loop()
+def loop(name: str) -> Level:
+    """The inner level: ``flor.loop(name, X)`` while the outer level runs."""
+    return Level(name, outer=False)
 
 
 # ------------------------------------------------------------------ stateful objects
