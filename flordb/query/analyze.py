@@ -140,7 +140,7 @@ def pushdown(
 
 def _select_reading(statement: exp.Expression, relation: str) -> exp.Select | None:
     for select in statement.find_all(exp.Select):
-        from_ = select.args.get("from")
+        from_ = select.args.get("from_") or select.args.get("from")
         tables = [t.name for t in select.find_all(exp.Table)] if from_ else []
         if relation in tables and from_ is not None:
             direct = from_.find(exp.Table)

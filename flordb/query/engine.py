@@ -111,8 +111,13 @@ def execute(
     store: Store | None = None,
     con: Any = None,
     interactive: bool = False,
+    confirm: Any = None,
 ) -> Result:
-    """Run ``sql`` (one or more statements); the last statement's result."""
+    """Run ``sql`` (one or more statements); the last statement's result.
+
+    ``confirm(message) -> bool`` is asked before a backfill estimated over 30 s
+    when ``interactive``.
+    """
     import time
 
     try:
@@ -128,7 +133,7 @@ def execute(
     if backfill and analysis is not None:
         from ..hindsight.backfill import backfill_for_query
 
-        backfill_for_query(sql, analysis, store=store, interactive=interactive)
+        backfill_for_query(sql, analysis, store=store, interactive=interactive, confirm=confirm)
     own = con is None
     ctx = connection(write=write, store=store) if own else contextlib.nullcontext(con)
     with ctx as c:
