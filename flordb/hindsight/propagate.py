@@ -436,6 +436,15 @@ class _Propagator:
             if tail and not tail.startswith("#"):
                 return "its place in the old version shares a line with other code"
             index = stmt.end_lineno  # type: ignore[assignment]
+            above = self.new_lines[c.stmt.lineno - 2] if c.stmt.lineno > 1 else "x"
+            if not above.strip():
+                # NEW sets the statement off with a blank line: go below OLD's
+                # blank lines too, when the same block continues after them.
+                j = index
+                while j < len(lines) and not lines[j].strip():
+                    j += 1
+                if j == len(lines) or _strip_nl(lines[j])[:len(indent) + 1] == indent + lines[j].strip()[:1]:
+                    index = j
         else:
             index = first - 1
             # Keep a comment with the statement it describes.
