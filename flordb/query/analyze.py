@@ -6,6 +6,7 @@ conjuncts into the runs and loop iterations that could appear in its answer.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import sqlglot
@@ -16,7 +17,7 @@ from ..errors import QueryError
 
 _READ_ONLY = (
     exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Describe, exp.Show, exp.Pragma,
-    exp.Subquery, exp.Values,
+    exp.Subquery, exp.Values, exp.Summarize,
 )
 
 
@@ -31,6 +32,11 @@ class Analysis:
 
 def parse(sql: str) -> list[exp.Expression]:
     """Parse one or more statements; a ParseError becomes a QueryError with line/column."""
+    # sqlglot warns on stderr when it parses DuckDB syntax it does not model
+    # (EXPLAIN, CALL) as an opaque command; that is expected here.
+    log = logging.getLogger("sqlglot")
+    level = log.level
+    log.setLevel(logging.ERROR)
     try:
         statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
     except ParseError as exc:
@@ -41,6 +47,8 @@ def parse(sql: str) -> list[exp.Expression]:
         ) from None
     except sqlglot.errors.TokenError as exc:
         raise QueryError(f"malformed SQL: {str(exc).splitlines()[0]}") from None
+    finally:
+        log.setLevel(level)
     if not statements:
         raise QueryError("empty query; write a SQL statement, e.g. SELECT * FROM runs")
     return statements
