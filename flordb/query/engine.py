@@ -145,9 +145,13 @@ def execute(
         except FlorError:
             raise
         except Exception as exc:  # DuckDB's errors: one line, keep its own words
+            message = _one_line(exc)
             if parse_error is not None:
+                # DuckDB's own parser error reads better than sqlglot's, when it has one.
+                if message.startswith("Parser Error") and "(line " in message:
+                    raise QueryError(f"malformed SQL: {message}") from None
                 raise parse_error from None
-            raise QueryError(_one_line(exc)) from None
+            raise QueryError(message) from None
         seconds = time.perf_counter() - start
     return Result(list(frame.columns), frame, seconds)
 
@@ -159,12 +163,19 @@ def _empty() -> pd.DataFrame:
 
 
 def _one_line(exc: Exception) -> str:
+    """DuckDB's message on one line; its ``LINE n:`` excerpt and caret become
+    ``(line n, column c)``."""
     text = str(exc).strip()
     lines = [ln for ln in text.splitlines() if ln.strip()]
     msg = lines[0] if lines else type(exc).__name__
-    for ln in lines[1:]:
+    for k, ln in enumerate(lines[1:], start=1):
         if ln.startswith("LINE "):
-            msg += f" ({ln.split(':')[0].lower()})"
+            label, _, _ = ln.partition(":")
+            where = label.lower()
+            caret = lines[k + 1] if k + 1 < len(lines) else ""
+            if "^" in caret:
+                where += f", column {caret.index('^') - len(label) - 1}"
+            msg += f" ({where})"
             break
     return msg
 
