@@ -50,6 +50,7 @@ BLOCK = 2048
 MAX_CODE_LEN = 16
 
 _HEAD = struct.Struct("<IBBH")
+_CHUNK = 1 << 16
 
 
 def code_lengths(counts: np.ndarray) -> np.ndarray:
@@ -122,14 +123,19 @@ def encode(symbols: np.ndarray, n_alphabet: int | None = None) -> bytes:
     shifts = np.arange(maxlen - 1, -1, -1, dtype=np.int64)
     table = ((codes[:, None] << (maxlen - lengths)[:, None]) >> shifts[None, :]) & 1
     mask_table = np.arange(maxlen)[None, :] < lengths[:, None]
-    bits = table.astype(np.uint8)[symbols][mask_table[symbols]]
+    table = table.astype(np.uint8)
+    # In cache-sized chunks: the (chunk, maxlen) expansion is 16x the input.
+    bits = np.concatenate(
+        [np.zeros(0, dtype=np.uint8)]
+        + [table[c][mask_table[c]] for c in (symbols[s : s + _CHUNK] for s in range(0, n, _CHUNK))]
+    )
 
-    sym_len = lengths[symbols]
     block = block_size(n)
     n_blocks = (n + block - 1) // block
     block_bits = np.zeros(max(n_blocks - 1, 0), dtype="<u2")
     if n_blocks > 1:
-        block_bits[:] = np.add.reduceat(sym_len, np.arange(0, n, block))[:-1]
+        sym_len = lengths.astype(np.uint16)[symbols]
+        block_bits[:] = np.add.reduceat(sym_len, np.arange(0, n, block), dtype=np.uint32)[:-1]
     return b"".join(
         [
             _HEAD.pack(n, n_alphabet, maxlen, block),
@@ -181,21 +187,22 @@ def decode(data: bytes | memoryview) -> np.ndarray:
         table_sym[lo:hi] = s
         table_len[lo:hi] = lengths[s]
 
-    bits = np.unpackbits(packed)
-    total = len(bits)
-    padded = np.concatenate([bits, np.zeros(maxlen, dtype=np.uint8)]).astype(np.int32)
-    window = np.zeros(total + 1, dtype=np.int32)
-    for k in range(maxlen):
-        window <<= 1
-        window |= padded[k : k + total + 1]
+    # The 24 bits starting at every byte: any code (<= 16 bits, starting at
+    # any of the byte's 8 bit offsets) lies within them.
+    padded = np.concatenate([packed, np.zeros(3, dtype=np.uint8)]).astype(np.int64)
+    w24 = (padded[:-2] << 16) | (padded[1:-1] << 8) | padded[2:]
+    total = 8 * len(packed)
+    mask = (1 << maxlen) - 1
 
-    out = np.empty((n_blocks, block), dtype=np.uint8)
+    # Row i holds symbol i of every block, so each step writes contiguously.
+    out = np.empty((block, n_blocks), dtype=np.uint8)
     cursor = np.zeros(n_blocks, dtype=np.int64)
     np.cumsum(block_bits, out=cursor[1:])
     for i in range(block):
-        w = window[cursor]
-        out[:, i] = table_sym[w]
+        w = (w24[cursor >> 3] >> (24 - maxlen - (cursor & 7))) & mask
+        out[i] = table_sym[w]
+        cursor += table_len[w]
         # The last block may be short; clamping keeps its extra (discarded)
-        # steps inside the window array.
-        cursor = np.minimum(cursor + table_len[w], total)
-    return out.ravel()[:n]
+        # steps inside the stream.
+        np.minimum(cursor, total, out=cursor)
+    return out.T.ravel()[:n]
