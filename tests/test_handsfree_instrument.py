@@ -25,7 +25,7 @@ import pytest
 import flordb
 from flordb.handsfree import runner
 from flordb.handsfree.capture import Capture
-from flordb.handsfree.instrument import LoopInfo, explain, instrument, loop_name
+from flordb.handsfree.instrument import LoopInfo, explain, flor_source, instrument, loop_name
 
 DATA = Path(__file__).parent / "data" / "handsfree"
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +210,11 @@ def test_reason_for_loops_that_do_not_train_and_for_flordb_scripts() -> None:
     assert inst.reason is not None and "loops at line 2 contain no nested loop" in inst.reason
     source = "import flordb as flor\nfor e in flor.loop('e', range(2)):\n    pass\n"
     inst = instrument(source, "s.py")
-    assert inst.reason is not None and "already uses flordb (line 1" in inst.reason
+    assert inst.reason is not None
+    assert "already calls flor.loop (line 2: `flor.loop('e', range(2))`)" in inst.reason
+    # flor.log statements (added for hindsight logging) do not stop instrumentation.
+    source = "import flordb as flor\nfor e in range(2):\n    flor.log('x', opt.step())\n"
+    assert [loop.name for loop in instrument(source, "s.py").loops] == ["e"]
 
 
 def test_comprehensions_and_other_code_untouched() -> None:
@@ -262,6 +266,26 @@ def test_instrumented_shape() -> None:
                             done = True
                 finally:
                     __flor_hf_outer__.end_iteration()""")
+
+
+def test_flor_source_is_the_script_with_explicit_flor_loops() -> None:
+    _, source = load("mnist_style.py")
+    view = flor_source(source)
+    lines, original = view.splitlines(), source.splitlines()
+    assert lines[95] == '    for epoch in flor.loop("epoch", range(1, args.epochs + 1)):'
+    assert lines[26] == (
+        '    for batch_idx, (data, target) in flor.loop("batch_idx", enumerate(train_loader)):'
+    )
+    changed = [i for i, (a, b) in enumerate(zip(lines, original, strict=False)) if a != b]
+    assert changed == [26, 95] and lines[len(original):] == ["import flordb as flor"]
+    # What replay's static analysis reads: the loops under the names they were recorded.
+    from flordb.hindsight.statements import shape
+
+    assert (shape(view).outer, shape(view).outer_line) == ("epoch", 96)
+    assert flor_source("for a in x, y:\n    opt.step()\n").startswith(
+        'for a in flor.loop("a", (x, y)):'
+    )
+    assert flor_source("print('no loop')\n") == "print('no loop')\n"
 
 
 def test_import_goes_after_docstring_and_future_imports() -> None:
@@ -616,6 +640,8 @@ def test_flordb_run_records_an_unmodified_script(project: Path) -> None:
     for r in rows:
         assert r["stdout"].startswith(f"Train Epoch: {r['epoch'] + 1} [{16 * r['batch_idx']}/64")
         assert r["stdout"] in plain.stdout
+    runs = json.loads(command(project, "runs", "--format", "json").stdout)
+    assert [run["mode"] for run in runs] == ["handsfree"]  # replay re-runs it via flordb run
     checkpoints = command(project, "checkpoints", "--format", "json")
     objects = {row["object"] for row in json.loads(checkpoints.stdout)}
     assert {"model", "optimizer", "scheduler"} <= objects

@@ -84,28 +84,73 @@ def instrument(source: str, filename: str) -> Instrumented:
     Raises ``SyntaxError`` (with the user's line) when the source does not parse.
     """
     tree = ast.parse(source, filename)
-    finder = _Finder(tree, source)
-    loops: list[LoopInfo] = []
-    reason = finder.uses_flordb()
-    if reason is None:
-        outer = finder.outer_loop()
-        if outer is None:
-            reason = finder.why_nothing()
-        else:
-            loop, function = outer
-            taken: set[str] = set()
-            plan: dict[int, tuple[int, str]] = {}
-            inner = finder.inner_loop(loop, function)
-            loops.append(_rewrite(loop, 0, finder.name_of(function), source, taken, plan))
-            if inner is not None:
-                loops.append(
-                    _rewrite(inner[0], 1, finder.name_of(inner[1]), source, taken, plan)
-                )
-            _Wrap(plan).visit(tree)
-            _inject_import(tree)
-            ast.fix_missing_locations(tree)
+    chosen, reason = _choose(tree, source)
+    if chosen:
+        _Wrap({id(loop): (info.level, info.name) for loop, info in chosen}).visit(tree)
+        _inject_import(tree)
+        ast.fix_missing_locations(tree)
     code = compile(tree, filename, "exec", dont_inherit=True)
+    loops = [info for _, info in chosen]
     return Instrumented(code=code, tree=tree, loops=loops, reason=reason, filename=filename)
+
+
+def flor_source(source: str) -> str:
+    """``source`` as if its user had written the ``flor.loop`` calls that hands-free adds.
+
+    Line for line the same text, only the chosen loops' iterables wrapped, so that
+    replay's static analysis (log sites per loop level, locals of skipped inner loops)
+    reads a hands-free script the way it reads a hand-instrumented one.
+
+    >>> print(flor_source("for epoch in range(3):\\n    opt.step()\\n"), end="")
+    for epoch in flor.loop("epoch", range(3)):
+        opt.step()
+    import flordb as flor
+    """
+    tree = ast.parse(source)
+    chosen, _ = _choose(tree, source)
+    if not chosen:
+        return source
+    alias = next(
+        (a.asname or a.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+         for a in node.names if a.name == "flordb"),
+        None,
+    )
+    data = source.encode("utf-8")  # ast column offsets count UTF-8 bytes
+    starts = [0] + [m.end() for m in re.finditer(rb"\r\n|\r|\n", data)]
+    edits: list[tuple[int, bytes]] = []
+    for loop, info in chosen:
+        node = loop.iter
+        assert node.end_lineno is not None and node.end_col_offset is not None
+        bare_tuple = isinstance(node, ast.Tuple)  # `for x in a, b:` needs parentheses
+        prefix = f'{alias or "flor"}.loop("{info.name}", {"(" if bare_tuple else ""}'
+        edits.append((starts[node.lineno - 1] + node.col_offset, prefix.encode()))
+        edits.append((starts[node.end_lineno - 1] + node.end_col_offset,
+                      b"))" if bare_tuple else b")"))
+    for at, text in sorted(edits, key=lambda edit: edit[0], reverse=True):
+        data = data[:at] + text + data[at:]
+    text = data.decode("utf-8")
+    if alias is None:
+        # Appended, not prepended: every line keeps its number.
+        text += ("" if text.endswith(("\n", "\r")) else "\n") + "import flordb as flor\n"
+    return text
+
+
+def _choose(tree: ast.Module, source: str) -> tuple[list[tuple[ast.For, LoopInfo]], str | None]:
+    """The loops to instrument, outer first, or why there are none."""
+    finder = _Finder(tree, source)
+    reason = finder.uses_flordb()
+    if reason is not None:
+        return [], reason
+    outer = finder.outer_loop()
+    if outer is None:
+        return [], finder.why_nothing()
+    loop, function = outer
+    taken: set[str] = set()
+    chosen = [(loop, _describe(loop, 0, finder.name_of(function), source, taken))]
+    inner = finder.inner_loop(loop, function)
+    if inner is not None:
+        chosen.append((inner[0], _describe(inner[0], 1, finder.name_of(inner[1]), source, taken)))
+    return chosen, None
 
 
 def explain(inst: Instrumented, display_name: str | None = None) -> str:
@@ -284,17 +329,33 @@ class _Finder:
 
     # ---------------------------------------------------------------- reasons
     def uses_flordb(self) -> str | None:
+        """Why not to instrument a script that already calls ``flor.loop`` itself.
+
+        Importing flordb alone is no reason: hindsight logging adds ``flor.log``
+        statements (and the import) to a hands-free script before replaying it.
+        """
+        modules: set[str] = set()  # names bound to the flordb module
+        functions: set[str] = set()  # names bound to flordb.loop
         for node in ast.walk(self.tree):
-            names = []
             if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            if any(n == "flordb" or n.startswith("flordb.") for n in names):
+                for alias in node.names:
+                    if alias.name == "flordb":
+                        modules.add(alias.asname or "flordb")
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "flordb":
+                functions.update(a.asname or a.name for a in node.names if a.name == "loop")
+        if not modules and not functions:
+            return None
+        for node in ast.walk(self.tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            if (isinstance(func, ast.Name) and func.id in functions) or (
+                isinstance(func, ast.Attribute) and func.attr == "loop"
+                and isinstance(func.value, ast.Name) and func.value.id in modules
+            ):
                 return (
-                    f"the script already uses flordb (line {node.lineno}: "
-                    f"`{self.segment(node)}`); hands-free mode leaves its loops to its own "
-                    "flor calls"
+                    f"the script already calls flor.loop (line {node.lineno}: "
+                    f"`{self.segment(node)}`); hands-free mode leaves its loops to it"
                 )
         return None
 
@@ -387,11 +448,10 @@ def loop_name(loop: ast.For, level: int, taken: set[str]) -> str:
     return name
 
 
-def _rewrite(loop: ast.For, level: int, function: str | None, source: str,
-             taken: set[str], plan: dict[int, tuple[int, str]]) -> LoopInfo:
+def _describe(loop: ast.For, level: int, function: str | None, source: str,
+              taken: set[str]) -> LoopInfo:
     name = loop_name(loop, level, taken)
     taken.add(name)
-    plan[id(loop)] = (level, name)
     header = f"for {_segment(source, loop.target)} in {_segment(source, loop.iter)}"
     return LoopInfo(lineno=loop.lineno, name=name, level=level, header_text=header,
                     function=function)

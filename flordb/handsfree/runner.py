@@ -275,6 +275,11 @@ def _execute(code: types.CodeType, path: str, filename: str, argv: list[str]) ->
         __package__=None, __spec__=None,
     )
     saved_argv, saved_path = sys.argv, list(sys.path)
+    # The run's header says how to re-execute it: replay runs hands-free runs again
+    # through `flordb run`. A mode set by the caller (a replay worker) is kept.
+    saved_mode = os.environ.get("FLORDB_MODE")
+    if saved_mode is None:
+        os.environ["FLORDB_MODE"] = "handsfree"
     saved_main = sys.modules.get("__main__")
     sys.argv = [path, *argv]
     sys.path.insert(0, os.path.dirname(filename))
@@ -304,6 +309,8 @@ def _execute(code: types.CodeType, path: str, filename: str, argv: list[str]) ->
         _state.running, _state.capture = False, None
         _state.outer_active = _state.inner_active = False
         sys.argv, sys.path[:] = saved_argv, saved_path
+        if saved_mode is None:
+            os.environ.pop("FLORDB_MODE", None)
         if saved_main is not None:
             sys.modules["__main__"] = saved_main
         else:
