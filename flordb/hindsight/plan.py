@@ -18,7 +18,10 @@ from typing import Any
 # A rough cost of restoring a checkpoint and running an outer-mode iteration's
 # remaining body, as a fraction of a recorded iteration, for the estimate only.
 OUTER_COST = 0.15
-WORKER_START_SECONDS = 2.0
+# Starting a worker (interpreter, torch import, the script's set-up) costs
+# seconds; a run's iterations are split over more workers only when each
+# share is worth at least a couple of start-ups.
+WORKER_START_SECONDS = 3.0
 
 
 @dataclass
@@ -132,7 +135,8 @@ def _split(wanted: list[int], modes: dict[int, str], facts: RunFacts, workers: i
     for i in wanted:
         secs = facts.seconds[i] if i < len(facts.seconds) else _mean(facts.seconds)
         costs.append(secs * (OUTER_COST if modes[i] == "outer" else 1.0))
-    n = min(workers, len(wanted))
+    worth = int(sum(costs) // (2 * WORKER_START_SECONDS))
+    n = max(1, min(workers, len(wanted), worth))
     target = sum(costs) / n
     groups: list[list[int]] = [[]]
     acc = 0.0
