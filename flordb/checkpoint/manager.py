@@ -126,6 +126,10 @@ class CheckpointManager:
 
         try:
             source = Path(frame.f_code.co_filename).read_text()
+            if getattr(self.run, "mode", "record") == "handsfree":
+                from ..handsfree.instrument import flor_source
+
+                source = flor_source(source)
         except OSError:
             self.locals = {UNCAPTURABLE: ["<source unavailable>"]}
             return

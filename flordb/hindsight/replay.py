@@ -269,7 +269,7 @@ def _plan_all(
             continue
         text = prop.source
         try:
-            sh = shape(text)
+            sh = shape(_analysable(text, run))
         except SyntaxError as exc:
             report.skipped.append((run_id, f"propagated script does not parse: {exc.msg}"))
             continue
@@ -322,6 +322,16 @@ def _plan_all(
         plans.append(p)
         texts[run_id] = (text, run_names)
     return plans, texts
+
+
+def _analysable(text: str, run: dict[str, Any]) -> str:
+    """The script as static analysis should read it: hands-free runs get the
+    ``flor.loop`` calls their instrumentation adds written out."""
+    if run.get("mode") == "handsfree":
+        from ..handsfree.instrument import flor_source
+
+        return flor_source(text)
+    return text
 
 
 def _locals_ok(run: dict[str, Any], manifest: list[dict[str, Any]]) -> bool:
@@ -429,7 +439,9 @@ def _execute(
                     cwd = (dest / run["filename"]).parent
                 executes = {i for s in p.segments for i, m in s.plan.items() if m != "outer"}
                 outer_its = {i for s in p.segments for i, m in s.plan.items() if m == "outer"}
-                recorded = _recorded_values(con, run_id, run_names, executes | outer_its)
+                # Captured output of hands-free runs holds timings: not a fidelity signal.
+                skip = run_names + (["stdout", "log"] if run.get("mode") == "handsfree" else [])
+                recorded = _recorded_values(con, run_id, skip, executes | outer_its)
                 final = max(p.facts.checkpoints) if p.facts.checkpoints else None
                 total = sum(len(s.plan) for s in p.segments)
                 bars[run_id] = tqdm(total=max(total, 1), desc=run_id[-17:], unit="it",
