@@ -531,7 +531,7 @@ def test_cli_error_for_unparseable_input(tmp_path):
     (tmp_path / "new.py").write_text("for x in\n")
     (tmp_path / "old.py").write_text("x = 1\n")
     p = subprocess.run([sys.executable, "-m", "flordb.hindsight.propagate", "--from", str(tmp_path / "new.py"),
-                        "--to", str(tmp_path / "old.py")], capture_output=True, text=True, cwd=REPO)
+                        "--to", str(tmp_path / "old.py")], capture_output=True, text=True, cwd=REPO, check=False)
     assert p.returncode == 1
     assert p.stderr.startswith("flordb: error: ") and "new.py does not parse: line 1" in p.stderr
     assert "Traceback" not in p.stderr
@@ -549,7 +549,7 @@ def test_docstring_examples():
 def _score(cases_dir: Path) -> tuple[int, int, str]:
     checker = CORPUS / "check.py"
     p = subprocess.run([sys.executable, str(checker), str(cases_dir), "--api", "-q"],
-                       capture_output=True, text=True, cwd=CORPUS, timeout=600,
+                       capture_output=True, text=True, cwd=CORPUS, timeout=600, check=False,
                        env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
     m = re.search(r"propagation: (\d+)/(\d+) correct", p.stdout)
     assert m, p.stdout + p.stderr

@@ -29,17 +29,19 @@ kind ``block:<field>`` so that a matched block says where a statement may go.
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from difflib import SequenceMatcher
+from itertools import pairwise
 
 MIN_HEIGHT = 2
 MIN_DICE = 0.5
 MIN_COVER = 0.5
 MIN_STMT_SIM = 0.5
-# Similarity of long statements is computed on their first nodes only; a
-# quadratic sequence match over a whole module would dominate the run time.
-SIM_PREFIX = 200
+# Gaps between aligned statements larger than this many pairs are only
+# searched near their diagonal: a block of 800 rewritten statements would
+# otherwise cost 640,000 similarity computations.
+GAP_PAIRS = 2500
+GAP_BAND = 25
 
 # Context and operator nodes are folded into their parent's label: CPython
 # shares these instances, and a separate `Load` node per name only adds noise.
@@ -50,8 +52,19 @@ _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.
 class Node:
     """One node of a matching tree: an AST node or a statement block."""
 
-    __slots__ = ("ast", "kind", "label", "field", "children", "parent", "pre", "size",
-                 "height", "hash", "shape")
+    __slots__ = (
+        "ast",
+        "children",
+        "field",
+        "hash",
+        "height",
+        "kind",
+        "label",
+        "parent",
+        "pre",
+        "shape",
+        "size",
+    )
 
     def __init__(self, node: ast.AST, kind: str, label: str, field: str, parent: Node | None):
         self.ast = node  # for a block: the AST node owning the statement list
@@ -118,6 +131,7 @@ class Tree:
         self.root = self._build(module, skip)
         self.kinds = [n.kind for n in self.nodes]
         self.labels = [n.kind + ":" + n.label for n in self.nodes]
+        self._bags: dict[int, tuple[Counter[str], Counter[str]]] = {}
 
     def _build(self, module: ast.Module, skip) -> Node:
         # Iterative: long operator chains make deep trees that would hit the
@@ -158,6 +172,14 @@ class Tree:
             label = "" if node.kind == "Name" else node.label
             node.shape = hash((node.kind, label, tuple((c.field, c.shape) for c in node.children)))
         return self.nodes[0]
+
+    def bags(self, node: Node) -> tuple[Counter[str], Counter[str]]:
+        """Multisets of the kinds and of the labels in a subtree (cached)."""
+        bag = self._bags.get(node.pre)
+        if bag is None:
+            part = slice(node.pre, node.pre + node.size)
+            bag = self._bags[node.pre] = (Counter(self.kinds[part]), Counter(self.labels[part]))
+        return bag
 
     def postorder(self) -> Iterator[Node]:
         stack = [(self.root, False)]
@@ -303,9 +325,9 @@ class Matcher:
             for c in self.candidates(a):
                 common = self.common(a, c)
                 dice = 2 * common / (a.size + c.size - 2)
-                if dice >= MIN_DICE or (common >= 2 and common / matched >= MIN_COVER):
-                    if dice > best_score:
-                        best, best_score = c, dice
+                enough = dice >= MIN_DICE or (common >= 2 and common / matched >= MIN_COVER)
+                if enough and dice > best_score:
+                    best, best_score = c, dice
             if best is not None:
                 self.add(a, best)
                 self.recover(a, best)
@@ -325,12 +347,10 @@ class Matcher:
                 return 1.5
         if x.size == 1 and y.size == 1:
             return 0.5 if x.label != y.label else 1.0
-        k1 = self.t1.kinds[x.pre:x.pre + min(x.size, SIM_PREFIX)]
-        k2 = self.t2.kinds[y.pre:y.pre + min(y.size, SIM_PREFIX)]
-        l1 = self.t1.labels[x.pre:x.pre + min(x.size, SIM_PREFIX)]
-        l2 = self.t2.labels[y.pre:y.pre + min(y.size, SIM_PREFIX)]
-        seq = 0.5 * SequenceMatcher(None, k1, k2, autojunk=False).ratio() \
-            + 0.5 * SequenceMatcher(None, l1, l2, autojunk=False).ratio()
+        kx, lx = self.t1.bags(x)
+        ky, ly = self.t2.bags(y)
+        total = 2 * (x.size + y.size)
+        seq = (2 * sum((kx & ky).values()) + 2 * sum((lx & ly).values())) / total
         return max(seq, self.dice(x, y))
 
     def recover(self, a: Node, b: Node) -> None:
@@ -365,7 +385,7 @@ class Matcher:
                     self._pair(x, y, out)
             return out
         bounds = [(-1, -1)] + chain + [(len(xs), len(ys))]
-        for (i0, j0), (i1, j1) in zip(bounds, bounds[1:]):
+        for (i0, j0), (i1, j1) in pairwise(bounds):
             gx = [x for x in xs[i0 + 1:i1] if x not in self.m1]
             gy = [y for y in ys[j0 + 1:j1] if y not in self.m2]
             if gx and gy:
@@ -385,9 +405,11 @@ class Matcher:
         n, m = len(xs), len(ys)
         score = [[0.0] * (m + 1) for _ in range(n + 1)]
         sims: dict[tuple[int, int], float] = {}
+        banded = n * m > GAP_PAIRS
         for i in range(n - 1, -1, -1):
             for j in range(m - 1, -1, -1):
-                s = self.sim(xs[i], ys[j]) if xs[i].kind == ys[j].kind else 0.0
+                near = not banded or abs(i * m / n - j) <= GAP_BAND
+                s = self.sim(xs[i], ys[j]) if near and xs[i].kind == ys[j].kind else 0.0
                 if s > 0 and s >= threshold:
                     sims[(i, j)] = s
                 best = max(score[i + 1][j], score[i][j + 1])
@@ -515,36 +537,56 @@ def _increasing(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def bound_names(scope: ast.AST) -> set[str]:
     """Names bound anywhere in a module, class, function or lambda (flow-insensitive)."""
-    bound: set[str] = set()
+    return set(first_bindings(scope))
+
+
+def first_bindings(scope: ast.AST) -> dict[str, int]:
+    """Name -> first line binding it in a module, class, function or lambda scope.
+
+    Parameters count as bound on the ``def`` line. Nested functions, classes,
+    lambdas and comprehensions are other scopes and are not entered.
+    """
+    bound: dict[str, int] = {}
+
+    def bind(name: str, line: int) -> None:
+        if line < bound.get(name, line + 1):
+            bound[name] = line
+
+    line0 = getattr(scope, "lineno", 0)
     if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
         a = scope.args
         for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
             if arg is not None:
-                bound.add(arg.arg)
-    todo: list[ast.AST] = list(scope.body) if isinstance(scope.body, list) else [scope.body]  # type: ignore[attr-defined]
+                bind(arg.arg, line0)
+    body = scope.body if isinstance(scope.body, list) else [scope.body]  # type: ignore[attr-defined]
+    todo: list[ast.AST] = list(body)
     while todo:
         node = todo.pop()
+        line = getattr(node, "lineno", line0)
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound.add(node.name)
-            # Decorators and defaults run in this scope; the body does not.
+            bind(node.name, line)
+            # Decorators run in this scope; the body does not.
             todo.extend(node.decorator_list)
             continue
         if isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
             continue
         if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
-            bound.add(node.id)
+            bind(node.id, line)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            bound.update((a.asname or a.name).split(".")[0] for a in node.names if a.name != "*")
+            for a in node.names:
+                if a.name != "*":
+                    bind((a.asname or a.name).split(".")[0], line)
         elif isinstance(node, ast.ExceptHandler) and node.name:
-            bound.add(node.name)
+            bind(node.name, line)
         elif isinstance(node, (ast.Global, ast.Nonlocal)):
-            bound.update(node.names)
+            for name in node.names:
+                bind(name, line0)
         elif isinstance(node, ast.NamedExpr):
-            bound.add(node.target.id)
+            bind(node.target.id, line)
         elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
-            bound.add(node.name)
+            bind(node.name, line)
         elif isinstance(node, ast.MatchMapping) and node.rest:
-            bound.add(node.rest)
+            bind(node.rest, line)
         todo.extend(ast.iter_child_nodes(node))
     return bound
 
@@ -565,11 +607,12 @@ class ScopeIndex:
 
     def __init__(self, tree: Tree):
         self.tree = tree
-        self._bound: dict[Node, set[str]] = {}
+        self._bound: dict[Node, dict[str, int]] = {}
 
-    def bound(self, scope: Node) -> set[str]:
+    def bound(self, scope: Node) -> dict[str, int]:
+        """Name -> first line binding it in ``scope``."""
         if scope not in self._bound:
-            self._bound[scope] = bound_names(scope.ast)
+            self._bound[scope] = first_bindings(scope.ast)
         return self._bound[scope]
 
     def scopes(self, node: Node) -> list[Node]:
@@ -596,8 +639,16 @@ class ScopeIndex:
                 return scope
         return self.tree.root
 
-    def visible(self, node: Node) -> set[str]:
+    def visible(self, node: Node, line: int | None = None) -> set[str]:
+        """Names visible at ``node``; with ``line``, the innermost scope counts
+        only names bound on or before that line (a statement inserted there
+        runs before later assignments; outer scopes are complete by the time
+        a function is called)."""
         names: set[str] = set()
-        for scope in self.scopes(node):
-            names |= self.bound(scope)
+        for k, scope in enumerate(self.scopes(node)):
+            bound = self.bound(scope)
+            if k == 0 and line is not None:
+                names |= {n for n, first in bound.items() if first <= line}
+            else:
+                names |= set(bound)
         return names

@@ -32,10 +32,10 @@ import re
 import sys
 import tokenize
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flordb.errors import PropagateError
-from flordb.hindsight.astmatch import Matcher, Node, ScopeIndex, Tree, bound_names, free_names
+from flordb.hindsight.astmatch import Matcher, Node, ScopeIndex, Tree, free_names
 
 __all__ = ["LogSite", "Propagation", "Refusal", "log_sites", "logged_names", "main",
            "propagate", "propagate_detailed"]
@@ -327,7 +327,7 @@ class _Propagator:
             assert owner is not None
             old_block = m1.get(block)
             if old_block is not None:
-                found = self._anchor(siblings, k, lambda y: y.parent is old_block)
+                found = self._anchor(siblings, k, lambda y, ob=old_block: y.parent is ob)
                 if found:
                     return found
                 stmts = old_block.stmts()
@@ -338,6 +338,8 @@ class _Propagator:
                 if _is_docstring(first) and isinstance(old_block.ast, (ast.Module, *_FUNCTIONS)):
                     return _Spot("after", first, old_block)
                 return _Spot("before", first, old_block)
+            if owner.parent is None:
+                return "the old version has no statements"
             if owner in m1:
                 return (f"its block `{_block_name(owner.ast, block.field, self.new_lines)}` "
                         f"has no counterpart in the old version")
@@ -345,7 +347,7 @@ class _Propagator:
                 return f"its enclosing loop `{_header(owner.ast, self.new_lines)}` has no match in the old version"
             home = next((p for p in owner.ancestors() if p in m1), None)
             region = m1[home] if home is not None else self.t2.root
-            found = self._anchor(siblings, k, lambda y: region.contains(y))
+            found = self._anchor(siblings, k, region.contains)
             if found:
                 return found
             if isinstance(owner.ast, _FUNCTIONS):
@@ -412,11 +414,15 @@ class _Propagator:
 
     def _check_names(self, c: _Candidate, renames: dict[str, str], spot: _Spot) -> str | None:
         alias = c.call.func.value.id  # type: ignore[attr-defined]
-        visible = self.scopes2.visible(spot.block) | _BUILTINS
+        line = spot.stmt.end_lineno if spot.how == "after" else spot.stmt.lineno - 1
+        visible = self.scopes2.visible(spot.block, line) | _BUILTINS  # type: ignore[arg-type]
         missing = sorted(renames.get(n, n) for n in free_names(c.stmt)
                          if n != alias and renames.get(n, n) not in visible)
         if missing:
             listed = ", ".join(f"`{n}`" for n in missing)
+            later = self.scopes2.visible(spot.block)
+            if all(n in later for n in missing):
+                return f"reads {listed}, which the old version only defines further down"
             return f"reads {listed}, which the old version does not define there"
         return None
 
@@ -528,9 +534,9 @@ class _Propagator:
                 first = min((e.index for e in self.edits), default=len(lines))
                 stmt = "import flordb" if alias == "flordb" else f"import flordb as {alias}"
                 edits.append(_Edit(self._import_index(first), (0, 0), [stmt], ""))
-        if edits and lines and not lines[-1].endswith(("\n", "\r")):
-            if any(e.index >= len(lines) for e in edits):
-                lines[-1] += self.newline
+        at_end = any(e.index >= len(lines) for e in edits)
+        if at_end and lines and not lines[-1].endswith(("\n", "\r")):
+            lines[-1] += self.newline
         out: list[str] = []
         inserted: list[tuple[str, int]] = []
         by_index: dict[int, list[_Edit]] = {}
