@@ -162,29 +162,33 @@ def _build_at(
     loops: list[str], args: list[str], logs: list[str],
 ) -> str:
     levels = path.split("/") if path else []
-    select: list[str] = []
+    exprs: dict[str, str] = {}  # column -> its select expression, emitted in `wanted` order
     for col in wanted:
         if col in BUILTINS:
-            select.append(f"r.{ident(col)}")
+            exprs[col] = f"r.{ident(col)}"
         elif col in loops:
             if col in levels:
-                select.append(f"c.i{levels.index(col) + 1} AS {ident(col)}")
+                exprs[col] = f"c.i{levels.index(col) + 1} AS {ident(col)}"
             else:
-                select.append(f"CAST(NULL AS INTEGER) AS {ident(col)}")
-    select += [f"a.{ident(n)}" for n in args]
+                exprs[col] = f"CAST(NULL AS INTEGER) AS {ident(col)}"
+    for n in args:
+        exprs[n] = f"a.{ident(n)}"
     joins: list[str] = []
     # Contexts at `path`, with the names logged exactly there.
     at_path = [n for n in logs if path in catalog.logs[n]]
     if path:
         joins.append(f"JOIN {_level_pivot(catalog, path, at_path, 'c')} ON c.run_id = r.run_id")
-        select += [f"c.{ident(n)}" for n in at_path]
     elif at_path:
         joins.append(
             f"LEFT JOIN {_level_pivot(catalog, '', at_path, 'c')} ON c.run_id = r.run_id"
         )
-        select += [f"c.{ident(n)}" for n in at_path]
-    # Coarser levels broadcast down.
-    for k, prefix in enumerate(_prefixes(path) if path else []):
+    for n in at_path:
+        exprs[n] = f"c.{ident(n)}"
+    # Coarser levels broadcast down. A name logged at several of them takes, on
+    # each row, the value of the finest level that has one.
+    prefixes = _prefixes(path) if path else []
+    sources: dict[str, list[str]] = {}  # name -> aliases, finest first
+    for k, prefix in enumerate(prefixes):
         names_here = [n for n in logs if prefix in catalog.logs[n] and n not in at_path]
         if not names_here:
             continue
@@ -194,14 +198,20 @@ def _build_at(
             [f"{alias}.run_id = r.run_id"] + [f"{alias}.i{d + 1} = c.i{d + 1}" for d in range(depth)]
         )
         joins.append(f"LEFT JOIN {_level_pivot(catalog, prefix, names_here, alias)} ON {cond}")
-        select += [f"{alias}.{ident(n)}" for n in names_here]
+        for n in names_here:
+            sources.setdefault(n, []).insert(0, alias)
+    for n, aliases in sources.items():
+        if len(aliases) == 1:
+            exprs[n] = f"{aliases[0]}.{ident(n)}"
+            continue
+        kinds = {t for pth in catalog.logs[n] for t in catalog.logs[n][pth]}
+        cast = "" if kinds <= {"int", "float", "bool"} or len(kinds) == 1 else "::VARCHAR"
+        parts = ", ".join(f"{a}.{ident(n)}{cast}" for a in aliases)
+        exprs[n] = f"coalesce({parts}) AS {ident(n)}"
     # Names logged only on other branches are NULL on these rows.
-    placed = set(at_path) | {
-        n for n in logs for prefix in (_prefixes(path) if path else []) if prefix in catalog.logs[n]
-    }
     for n in logs:
-        if n not in placed:
-            select.append(f"NULL AS {ident(n)}")
+        exprs.setdefault(n, f"NULL AS {ident(n)}")
+    select = [exprs[c] for c in wanted if c in exprs]
     if args:
         joins.append(f"LEFT JOIN {_args_pivot(catalog, args)} ON a.run_id = r.run_id")
     order = ["r.tstamp", "r.run_id"] + [f"c.i{d + 1}" for d in range(len(levels))]
