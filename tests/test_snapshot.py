@@ -347,3 +347,29 @@ def test_modules_do_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_grad_scaler_is_captured_without_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2)
+    for _ in range(3):
+        opt.zero_grad()
+        scaler.scale(model(torch.randn(3, 4)).sum()).backward()
+        scaler.step(opt)
+        scaler.update()
+    expected = scaler.state_dict()
+    assert expected["_growth_tracker"] == 1 and expected["scale"] == 2.0**11
+
+    def no_state_dict(self):  # it would call .item(): a GPU sync
+        raise AssertionError("state_dict() called")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.amp.GradScaler, "state_dict", no_state_dict)
+        snap = take_snapshot({"scaler": scaler}, rng=False)
+    tensors, skeleton = through_codec(snap, "lossless", {})
+    fresh = torch.amp.GradScaler("cpu")
+    restore_snapshot({"scaler": fresh}, tensors, skeleton)
+    assert fresh.state_dict() == expected
+    assert type(fresh.state_dict()["scale"]) is float
+    assert type(fresh.state_dict()["_growth_tracker"]) is int

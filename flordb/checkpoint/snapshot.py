@@ -295,6 +295,18 @@ class _Capture:
             }
         if torch is not None and isinstance(obj, torch.Generator):
             return {"kind": "torch_generator", "state": self.encode(obj.get_state(), name)}
+        scaler_state = _grad_scaler_state(torch, obj)
+        if scaler_state is not None:
+            return {
+                "kind": "state_dict",
+                "type": _type_name(obj),
+                "state": {
+                    k: self.tensor_placeholder(v, f"{name}/{k}", item=kind)
+                    if isinstance(kind, str)
+                    else self.encode(v, f"{name}/{k}")
+                    for k, (v, kind) in scaler_state.items()
+                },
+            }
         if callable(getattr(obj, "state_dict", None)) and callable(
             getattr(obj, "load_state_dict", None)
         ):
@@ -426,7 +438,8 @@ class _Capture:
             )
         return np.array(arr, order="C", copy=True)
 
-    def tensor_placeholder(self, t: Any, path: str) -> dict[str, Any]:
+    def tensor_placeholder(self, t: Any, path: str, item: str | None = None) -> dict[str, Any]:
+        """Copy ``t`` out; ``item`` ("float"/"int") restores it as a Python number."""
         torch = self.torch
         if t.layout != torch.strided or t.is_quantized or t.device.type == "meta":
             raise CheckpointError(
@@ -472,7 +485,33 @@ class _Capture:
         }
         if t.requires_grad:
             out["grad"] = True
+        if item is not None:
+            out["item"] = item
         return out
+
+
+def _grad_scaler_state(torch: Any, obj: Any) -> dict[str, tuple[Any, str | None]] | None:
+    """A GradScaler's state_dict as (value, item kind), without ``.item()``.
+
+    ``GradScaler.state_dict()`` reads its scale and growth tracker with
+    ``.item()``, which synchronises with the GPU; copying the tensors
+    asynchronously and turning them into numbers at restore avoids that. None
+    when ``obj`` is not an enabled GradScaler with its tensors created.
+    """
+    scaler_type = getattr(getattr(torch, "amp", None), "GradScaler", None)
+    if scaler_type is None or not isinstance(obj, scaler_type) or not obj.is_enabled():
+        return None
+    scale = getattr(obj, "_scale", None)
+    tracker = getattr(obj, "_growth_tracker", None)
+    if not isinstance(scale, torch.Tensor) or not isinstance(tracker, torch.Tensor):
+        return None
+    return {
+        "scale": (scale, "float"),
+        "growth_factor": (obj._growth_factor, None),
+        "backoff_factor": (obj._backoff_factor, None),
+        "growth_interval": (obj._growth_interval, None),
+        "_growth_tracker": (tracker, "int"),
+    }
 
 
 def _type_name(obj: Any) -> str:
@@ -554,8 +593,12 @@ class _Decoder:
         raise CheckpointError(f"corrupt checkpoint skeleton: unknown tag {tag!r}")
 
     def tensor(self, placeholder: dict[str, Any]) -> Any:
-        torch = self.load_torch()
         arr = self.array(placeholder["key"])
+        if placeholder.get("item") == "float":
+            return float(arr.reshape(-1)[0])
+        if placeholder.get("item") == "int":
+            return int(arr.reshape(-1)[0])
+        torch = self.load_torch()
         dtype = _torch_dtype(torch, placeholder["dtype"])
         name = placeholder["dtype"].removeprefix("torch.")
         if name in _NUMPY_TORCH_DTYPES:
