@@ -362,6 +362,46 @@ def test_refuses_when_the_enclosing_function_is_gone():
     assert "its enclosing function `def report(metrics)` has no match" in result.refused[0].reason
 
 
+def test_refuses_a_name_the_old_version_binds_only_further_down():
+    new = 'import flordb as flor\nflor.log("v", version)\n\n@dec\ndef f():\n    pass\n'
+    old = 'import flordb as flor\nversion = 1\n\n@dec\ndef f():\n    pass\n'
+    # Placed after the import (its predecessor), `version` would not exist yet.
+    result = propagate_detailed(new, old)
+    assert result.source == old
+    assert result.refused[0].reason == "reads `version`, which the old version only defines further down"
+
+
+def test_empty_old_version():
+    result = propagate_detailed('import flordb as flor\nflor.log("a", 1)\n', "")
+    assert result.source == "" and result.refused[0].reason == "the old version has no statements"
+
+
+def test_a_large_rewritten_block_stays_fast():
+    import time
+
+    body = "\n".join(f"    v{i} = f{i}(x, v{i - 1})" for i in range(1, 600))
+    new = "import flordb as flor\nfor x in flor.loop('s', d):\n    v0 = x\n" + body + "\n    flor.log('v', v300)\n"
+    old = "import flordb as flor\nfor y in flor.loop('s', d):\n    v0 = y\n" + body.replace("(x,", "(y,") + "\n"
+    start = time.perf_counter()
+    result = propagate_detailed(new, old)
+    assert time.perf_counter() - start < 20
+    assert result.inserted == [("flor.log('v', v300)", 603)]
+
+
+def test_refuses_a_block_the_old_version_lacks():
+    new = src('''
+        import flordb as flor
+        for x in flor.loop("s", d):
+            step(x)
+        else:
+            flor.log("finished", True)
+    ''')
+    old = 'import flordb as flor\nfor x in flor.loop("s", d):\n    step(x)\n'
+    result = propagate_detailed(new, old)
+    assert result.refused[0].reason == (
+        'its block `else of for x in flor.loop("s", d)` has no counterpart in the old version')
+
+
 def test_already_logged_name_is_not_inserted_again():
     new = 'import flordb as flor\nfor x in flor.loop("s", d):\n    flor.log("loss", f(x) + 1)\n'
     old = 'import flordb as flor\nfor x in flor.loop("s", d):\n    flor.log("loss", f(x))\n'

@@ -586,7 +586,8 @@ def _is_docstring(stmt: ast.stmt) -> bool:
 
 def _block_name(owner: ast.AST, fname: str, lines: list[str]) -> str:
     head = _header(owner, lines) if hasattr(owner, "lineno") else "<module>"
-    return head if fname == "body" else f"{fname} of {head}"
+    word = {"orelse": "else", "finalbody": "finally"}.get(fname, fname)
+    return head if fname == "body" else f"{word} of {head}"
 
 
 def _block_index(tree: ast.AST) -> dict[int, tuple[ast.AST, str, int]]:
