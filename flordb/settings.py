@@ -83,6 +83,11 @@ def get(name: str) -> Any:
         ) from None
 
 
+def is_set(name: str) -> bool:
+    """Whether ``name`` was given (``flor.config`` or ``FLORDB_<NAME>``), not defaulted."""
+    return name in _overrides or bool(os.environ.get(f"FLORDB_{name.upper()}"))
+
+
 def config(**settings: Any) -> None:
     """Override settings for this process, e.g. ``flor.config(epsilon=0.05, codec="lc")``.
 

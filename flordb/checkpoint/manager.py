@@ -74,7 +74,11 @@ class CheckpointManager:
         self.policy = AdaptivePolicy(settings.get("epsilon"))
         self.codec = settings.get("codec")
         self.lc_bits = settings.get("lc_bits")
+        # lc keyframes are full lossless copies that dominate a chain's size, so
+        # lc chains keyframe less often unless FLORDB_KEYFRAME_EVERY says otherwise.
         self.keyframe_every = settings.get("keyframe_every")
+        if self.codec == "lc" and not settings.is_set("keyframe_every"):
+            self.keyframe_every = 32
         self.blobs = BlobStore(run.home)
         self.encoders: dict[str, ChainEncoder] = {}
         self.chain_base: dict[str, int] = {}
@@ -101,7 +105,14 @@ class CheckpointManager:
         objects = dict(self.objects)
         if self.locals:
             objects[LOCALS_NAME] = dict(self.locals)
-        snap = take_snapshot(objects)
+        try:
+            snap = take_snapshot(objects)
+        except CheckpointError as exc:  # an object flordb cannot capture: warn, train on
+            self.policy.record_cost(time.perf_counter() - start)
+            self._warn(f"cannot checkpoint iteration {i}: {exc}")
+            self.failed += 1
+            self.run.writer.frame({"t": "ckpt", "items": [self._failed_row(i, "*", str(exc))]})
+            return
         self._queue.put((i, snap))
         self.policy.record_cost(time.perf_counter() - start)
         self.taken += 1
@@ -194,13 +205,10 @@ class CheckpointManager:
             except CheckpointError as exc:
                 enc.force_keyframe()
                 self.failed += 1
-                if not self._warned:
-                    self._warned = True
-                    print(
-                        f"flordb: warning: checkpoint write failed ({exc}); training "
-                        "continues, `flordb checkpoints` lists the missing iterations",
-                        file=sys.stderr,
-                    )
+                self._warn(
+                    f"checkpoint write failed ({exc}); training continues, "
+                    "`flordb checkpoints` lists the missing iterations"
+                )
                 rows.append(self._failed_row(i, name, str(exc), codec))
                 continue
             rows.append(
@@ -218,6 +226,11 @@ class CheckpointManager:
                 }
             )
         return rows
+
+    def _warn(self, message: str) -> None:
+        if not self._warned:  # once per run: a full disk stays full
+            self._warned = True
+            print(f"flordb: warning: {message}", file=sys.stderr)
 
     @staticmethod
     def _failed_row(i: int, name: str, error: str, codec: str = "") -> dict[str, Any]:
