@@ -1,7 +1,7 @@
 """Applies the DDL in ``sql/`` (shipped inside the wheel as ``flordb/sql``)."""
 from __future__ import annotations
 
-from importlib import resources
+from importlib import util
 from pathlib import Path
 
 SCHEMA_VERSION = 2
@@ -10,12 +10,15 @@ MAX_DEPTH = 6  # loop levels the logs table has columns for (i1..i6)
 
 def sql_dir() -> Path:
     """The directory holding the .sql files, in a wheel or in a source checkout."""
+    # flordb.sql has no __init__.py: it is a namespace package, whose
+    # resources.files() is a MultiplexedPath, not a directory; ask its spec.
     try:
-        path = Path(str(resources.files("flordb.sql")))
-        if (path / "schema.sql").exists():
-            return path
+        spec = util.find_spec("flordb.sql")
     except ModuleNotFoundError:
-        pass
+        spec = None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(location) / "schema.sql").exists():
+            return Path(location)
     return Path(__file__).resolve().parents[2] / "sql"
 
 
