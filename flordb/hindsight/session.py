@@ -182,7 +182,8 @@ class ReplayRun(record.Run):
         self, name: str, iterable: Iterable[Any], parent_path: str, parent_idx: tuple[int, ...]
     ) -> Iterator[Any]:
         path = f"{parent_path}/{name}" if parent_path else name
-        state_at = -1  # the iteration whose end state the objects hold (-1: initial)
+        # The iteration whose end state the objects hold (-1: initial, None: unknown).
+        state_at: int | None = -1
         last_i = -1
         saved = self.ctx
         try:
@@ -198,13 +199,16 @@ class ReplayRun(record.Run):
                 frame = sys._getframe(1)
                 if mode == "outer":
                     self._restore(i, frame)
-                    state_at = i
                     self.skip_inner = True
                     self.ctx = (path, parent_idx + (i,))
                     try:
                         yield item
                     finally:
                         self.skip_inner = False
+                    # The body ran on top of the end-of-i state (it may step a
+                    # scheduler, draw random numbers): the objects no longer hold
+                    # that state, so the next executed iteration restores it.
+                    state_at = None
                     self.restored += 1
                 else:
                     if state_at != i - 1:
