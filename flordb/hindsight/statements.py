@@ -194,13 +194,23 @@ def capture_candidates(source: str, outer_line: int) -> frozenset[str]:
         n for n in ast.walk(outer)
         if isinstance(n, ast.For) and n is not outer and _loop_name(n, aliases)
     ]
+    # `np.mean(...)` counts as a possible mutation of `np`; an imported module
+    # is not run state, so it is no candidate unless the loop rebinds the name.
+    imported = {
+        (a.asname or a.name).split(".")[0]
+        for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+        for a in n.names
+    }
     names: set[str] = set()
     for loop in inner:
         assigned, _, carried = _stores_loads([loop])
+        rebound = {
+            n.id for n in ast.walk(loop) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)
+        }
         inside = {id(n) for n in ast.walk(loop)}
         outside_loads = {
             n.id for n in ast.walk(outer)
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and id(n) not in inside
         }
-        names |= assigned & (outside_loads | carried)
+        names |= (assigned - (imported - rebound)) & (outside_loads | carried)
     return frozenset(names - aliases)
