@@ -103,6 +103,8 @@ class BackgroundWriter(threading.Thread):
         self.buffer: deque = deque()
         self._lock = threading.Lock()  # one drainer at a time (thread, or close)
         self._stop_event = threading.Event()
+        self._held: list[dict[str, Any]] = []  # frames a failed write could not append
+        self._warned = False
         self.count = 0
 
     def run(self) -> None:
@@ -118,7 +120,29 @@ class BackgroundWriter(threading.Thread):
         """Append a non-log frame (args, iterations, checkpoint manifests) in order."""
         with self._lock:
             self._drain()
-            self.segment.append(frame)
+            self._append(frame)
+
+    def _append(self, frame: dict[str, Any]) -> bool:
+        """Append, retrying held frames first; on a write error hold it in memory.
+
+        A full disk must not lose records: they stay in memory and are retried
+        at every flush until the run ends.
+        """
+        self._held.append(frame)
+        try:
+            while self._held:
+                self.segment.append(self._held[0])
+                self._held.pop(0)
+        except OSError as exc:
+            if not self._warned:
+                self._warned = True
+                print(
+                    f"flordb: warning: cannot write records to {self.segment.path} ({exc.strerror}); "
+                    "keeping them in memory and retrying",
+                    file=sys.stderr,
+                )
+            return False
+        return True
 
     def flush(self) -> None:
         with self._lock:
@@ -135,9 +159,7 @@ class BackgroundWriter(threading.Thread):
         values = [v if type(v) in (float, int, str) else resolve(v) for _, v, _ in items]
         paths = [it[2][0] for it in items]
         ctxs = [it[2][1] for it in items]
-        self.segment.append(
-            {"t": "logs", "names": names, "values": values, "paths": paths, "ctxs": ctxs}
-        )
+        self._append({"t": "logs", "names": names, "values": values, "paths": paths, "ctxs": ctxs})
         self.count += n
 
     def close(self, end_frame: dict[str, Any]) -> None:
@@ -147,5 +169,14 @@ class BackgroundWriter(threading.Thread):
             self.join()
         with self._lock:
             self._drain()
-            self.segment.append(end_frame)
-            self.segment.close()
+            if not self._append(end_frame):
+                lost = sum(len(f.get("names", ())) for f in self._held)
+                print(
+                    f"flordb: error: {lost} records could not be written to "
+                    f"{self.segment.path}; free disk space before the next run",
+                    file=sys.stderr,
+                )
+            try:
+                self.segment.close()
+            except OSError:
+                pass

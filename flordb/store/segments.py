@@ -48,8 +48,22 @@ class SegmentWriter:
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     def append(self, frame: dict[str, Any]) -> None:
+        """Append one frame whole, or not at all (a failed write is cut back off)."""
         data = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
-        os.write(self._fd, _LEN.pack(len(data)) + data)
+        blob = _LEN.pack(len(data)) + data
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(blob)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            # Disk full mid-frame: leave no torn frame behind the good ones.
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass
+            raise
 
     def sync(self) -> None:
         os.fsync(self._fd)
