@@ -267,8 +267,9 @@ class Store:
         vtype, num, txt = _value_arrays(values)
         cols: dict[str, Any] = {
             "seq": pa.array(np.arange(n, dtype=np.int64)),
-            "name": pa.array(names, pa.string()),
-            "path": pa.array(paths, pa.string()),
+            # Few distinct names and paths: dictionary-encoded, converted once each.
+            "name": pa.array(names, _DICT),
+            "path": pa.array(paths, _DICT),
             **_loop_arrays(ctxs, n),
             "vtype": vtype,
             "num": num,
@@ -292,7 +293,7 @@ class Store:
         loops = ", ".join(f"i{d + 1}" for d in range(schema.MAX_DEPTH))
         con.execute(
             f"INSERT INTO logs (run_id, seq, source, name, path, {loops}, vtype, num, txt, flag) "
-            f"SELECT ?, seq, ?, name, path, {loops}, CAST(vtype AS VARCHAR), num, txt, flag "
+            f"SELECT ?, seq, ?, name, path, {loops}, vtype, num, txt, flag "
             "FROM _logs",
             [run_id, source],
         )
@@ -317,6 +318,7 @@ class Store:
         )
 
 
+_DICT = pa.dictionary(pa.int32(), pa.string())
 _VCODES = {float: 0, int: 1, bool: 2, str: 3}
 _VNAMES = pa.array(["float", "int", "bool", "str", "json"])
 
