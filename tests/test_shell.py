@@ -113,6 +113,10 @@ def test_help_lists_every_registered_command():
     assert names == list(commands.COMMANDS)
     assert commands.dispatch(shell, ".help mode").rows == [
         (".mode [table|csv|json|markdown]", "Output format of results.")]
+    text = display.render("table", result.columns, result.rows)
+    assert max(map(len, text.splitlines())) <= 80  # readable on an 80-column terminal
+    plot_help = commands.dispatch(shell, ".help .plot").rows
+    assert ("  --where PRED", "SQL predicate choosing the rows") in plot_help
 
 
 def test_tables_schema_projects_runs(project):
@@ -124,7 +128,9 @@ def test_tables_schema_projects_runs(project):
     assert schema["batch_size"] == ("arg", "BIGINT") and schema["step"] == ("loop", "INTEGER")
     assert [r[0] for r in commands.dispatch(shell, ".projects").rows] == ["demo"]
     runs = commands.dispatch(shell, ".runs demo")
-    assert runs.columns[:2] == ["run_id", "projid"] and len(runs.rows) == 2
+    assert runs.columns == ["run_id", "status", "vid", "filename", "mode"]
+    assert len(runs.rows) == 2 and runs.rows[0][1] == "finished"
+    assert commands.dispatch(shell, ".runs").columns[:2] == ["run_id", "projid"]
     assert commands.dispatch(shell, ".runs nope").rows == []
     with pytest.raises(Exception, match="no table or project 'nope'"):
         commands.dispatch(shell, ".schema nope")
@@ -147,6 +153,8 @@ def test_plot_command_has_the_options_of_flordb_plot():
     cli = {s for a in sub.choices["plot"]._actions for s in a.option_strings} - {"-h", "--help"}
     shell = {s for a in commands.plot_parser()._actions for s in a.option_strings}
     assert shell == cli
+    documented = {o.split()[0] for o, _ in commands.PLOT_OPTIONS} - {"Y"}
+    assert documented | {"--output"} == shell
 
 
 def test_read_only_unless_write(tmp_path, monkeypatch):
@@ -191,9 +199,16 @@ def test_confirm_from_the_worker_is_asked_at_the_prompt(monkeypatch):
 
 # ---------------------------------------------------------------- display
 def test_wide_results_fit_80_columns_and_long_ones_are_elided():
+    import pandas as pd
+
+    from flordb.query.engine import Result
+
     cols = ["run_id", "comment", "loss"]
     rows = [(f"run-{i:04d}", "x" * 120, i / 3) for i in range(500)]
-    text = display.render("table", cols, rows, width=80, max_rows=display.MAX_ROWS)
+    for result in (commands.Rows(cols, rows), Result(cols, pd.DataFrame(rows, columns=cols))):
+        shown, total = display.sample(result, display.MAX_ROWS)
+        assert total == 500 and len(shown) == display.MAX_ROWS
+    text = display.render("table", cols, shown, width=80, total=total)
     lines = text.splitlines()
     assert max(map(len, lines)) <= 80
     assert "... 400 more rows ..." in text and len(lines) == 2 + 100 + 1

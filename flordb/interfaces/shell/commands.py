@@ -40,6 +40,7 @@ class Command:
     handler: Handler
     complete: Suggestion | None = None  # what the argument is, for the completer
     aliases: tuple[str, ...] = ()
+    details: Callable[[], list[tuple[str, str]]] | None = None  # extra rows of `.help NAME`
 
 
 COMMANDS: dict[str, Command] = {}
@@ -47,13 +48,16 @@ _ALIASES: dict[str, str] = {}
 
 
 def command(
-    name: str, usage: str = "", complete: Suggestion | None = None, aliases: tuple[str, ...] = ()
+    name: str, usage: str = "", complete: Suggestion | None = None,
+    aliases: tuple[str, ...] = (), details: Callable[[], list[tuple[str, str]]] | None = None,
 ) -> Callable[[Handler], Handler]:
-    """Register a dot-command; its docstring's first line is its help."""
+    """Register a dot-command; its docstring's first line is its help (keep it short:
+    ``.help`` fits 80 columns)."""
 
     def register(handler: Handler) -> Handler:
         doc = (handler.__doc__ or "").strip().splitlines()
-        COMMANDS[name] = Command(name, usage, doc[0] if doc else "", handler, complete, aliases)
+        COMMANDS[name] = Command(name, usage, doc[0] if doc else "", handler, complete, aliases,
+                                 details)
         for alias in aliases:
             _ALIASES[alias] = name
         return handler
@@ -111,9 +115,14 @@ _ON_OFF = Suggestion("choice", choices=("on", "off"))
 @command(".help", "[COMMAND]", Suggestion("command"))
 def help_(shell: Shell, arg: str) -> Rows:
     """List dot-commands (or describe one)."""
-    chosen = [lookup(arg if arg.startswith(".") else "." + arg)] if arg else COMMANDS.values()
-    return Rows(["command", "description"],
-                [(f"{c.name} {c.usage}".strip(), c.help) for c in chosen])
+    if not arg:
+        return Rows(["command", "description"],
+                    [(f"{c.name} {c.usage}".strip(), c.help) for c in COMMANDS.values()])
+    c = lookup(arg if arg.startswith(".") else "." + arg)
+    rows = [(f"{c.name} {c.usage}".strip(), c.help)]
+    rows += [(f"  {usage}", text) for usage, text in (c.details() if c.details else [])]
+    rows += [(f"  alias {a}", "") for a in c.aliases]
+    return Rows(["command", "description"], rows)
 
 
 @command(".tables")
@@ -127,7 +136,7 @@ def tables(shell: Shell, arg: str) -> Rows:
 
 @command(".schema", "[NAME]", Suggestion("table"))
 def schema(shell: Shell, arg: str) -> Rows:
-    """Columns of a project or table (of all, without NAME), with kind and type."""
+    """Columns of a table or project, with types."""
     md = shell.refresh()
     if not arg:
         return Rows(["table", "column", "kind", "type"],
@@ -141,7 +150,7 @@ def schema(shell: Shell, arg: str) -> Rows:
 
 @command(".projects")
 def projects(shell: Shell, arg: str) -> ResultLike:
-    """List projects with their number of runs and latest run."""
+    """List projects with run counts."""
     return shell.query(
         "SELECT p.projid, count(r.run_id) AS runs, max(r.tstamp) AS last_run, p.repo_path "
         "FROM projects p LEFT JOIN runs r ON r.projid = p.projid GROUP BY ALL ORDER BY p.projid",
@@ -154,9 +163,11 @@ def runs(shell: Shell, arg: str) -> ResultLike:
     """List runs (of one project), oldest first."""
     from ...query.sqltext import literal
 
+    # Narrow enough for 80 columns: run ids start with the time; SELECT * FROM runs has all.
     where = f"WHERE projid = {literal(_unquote(arg))} " if arg else ""
+    project = "" if arg else "projid, "
     return shell.query(
-        "SELECT run_id, projid, tstamp, status, vid, filename, mode, ckpt_overhead "
+        f"SELECT run_id, {project}status, left(vid, 10) AS vid, filename, mode "
         f"FROM runs {where}ORDER BY tstamp, run_id",
         backfill=False,
     )
@@ -164,7 +175,7 @@ def runs(shell: Shell, arg: str) -> ResultLike:
 
 @command(".versions")
 def versions(shell: Shell, arg: str) -> ResultLike:
-    """List code versions with their number of runs."""
+    """List code versions with run counts."""
     from ...query import engine
 
     with shell.database():
@@ -180,9 +191,10 @@ def checkpoints(shell: Shell, arg: str) -> ResultLike:
         return engine.listing("checkpoints", _unquote(arg) or None)
 
 
-@command(".export", "FILE.parquet [SQL]")
+@command(".export", "FILE.parquet [SQL]", details=lambda: [
+    ("SQL", "default: SELECT * FROM the current project")])
 def export(shell: Shell, arg: str) -> None:
-    """Write a query's result (default: the current project) to Parquet."""
+    """Write a query's result to Parquet."""
     from ...query import engine
 
     path, _, sql = arg.partition(" ")
@@ -195,10 +207,18 @@ def export(shell: Shell, arg: str) -> None:
 
 class _ArgParser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # not sys.exit: the shell goes on
-        raise FlorError(f".plot: {message}; usage: .plot {PLOT_USAGE}")
+        raise FlorError(f".plot: {message}; see .help plot")
 
 
-PLOT_USAGE = "Y [--x COL] [--by COL] [--where PRED] [--project P] [-o OUT.png]"
+PLOT_USAGE = "Y [OPTIONS]"
+PLOT_OPTIONS = (
+    ("Y", "the metric, a flor.log name"),
+    ("--x COL", "x axis (default: Y's finest loop level)"),
+    ("--by COL", "one line per value (default: run_id)"),
+    ("--where PRED", "SQL predicate choosing the rows"),
+    ("--project P", "default: the current git repository"),
+    ("-o OUT.png", "default: Y.png"),
+)
 
 
 def plot_parser() -> argparse.ArgumentParser:
@@ -213,9 +233,9 @@ def plot_parser() -> argparse.ArgumentParser:
     return p
 
 
-@command(".plot", PLOT_USAGE, Suggestion("plot"))
+@command(".plot", PLOT_USAGE, Suggestion("plot"), details=lambda: list(PLOT_OPTIONS))
 def plot(shell: Shell, arg: str) -> None:
-    """Draw a metric's curves to a PNG, one line per run (see flordb plot)."""
+    """Draw a metric's curves to a PNG."""
     from .. import plot as _plot
 
     try:
@@ -247,13 +267,13 @@ def timer(shell: Shell, arg: str) -> None:
 
 @command(".backfill", "[on|off]", _ON_OFF)
 def backfill(shell: Shell, arg: str) -> None:
-    """Compute missing log columns by hindsight replay before answering (default on)."""
+    """Replay to fill missing log columns first."""
     _on_off(shell, "backfill", arg, "backfill")
 
 
 @command(".write", "[on|off]", _ON_OFF)
 def write(shell: Shell, arg: str) -> None:
-    """Allow statements that modify tables (off unless started with --write)."""
+    """Allow statements that modify tables."""
     _on_off(shell, "write", arg, "write")
 
 

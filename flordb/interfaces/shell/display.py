@@ -34,17 +34,49 @@ def _widths(table: str) -> list[int]:
     return [len(part) for part in lines[1].split("-+-")] if len(lines) > 1 else []
 
 
+def sample(result: ResultLike, max_rows: int) -> tuple[list[tuple], int]:
+    """The first and last rows of a long result, and how many rows it has.
+
+    Taken from the DataFrame when there is one, so that a million-row answer
+    is not turned into a million tuples to show a hundred.
+    """
+    frame = getattr(result, "frame", None)
+    if frame is not None and len(frame) > max_rows:
+        head = max_rows // 2
+        tail = frame.iloc[len(frame) - (max_rows - head):]
+        rows = list(frame.iloc[:head].itertuples(index=False, name=None))
+        return rows + list(tail.itertuples(index=False, name=None)), len(frame)
+    rows = result.rows
+    if len(rows) > max_rows:
+        head = max_rows // 2
+        return rows[:head] + rows[len(rows) - (max_rows - head):], len(rows)
+    return rows, len(rows)
+
+
 def render(
     mode: str, columns: list[str], rows: list[tuple], *, width: int | None = None,
-    max_rows: int | None = None,
+    total: int | None = None,
 ) -> str:
-    """``rows`` as text in ``mode``; tables fitted to ``width`` when that stays readable."""
+    """``rows`` as text in ``mode``; tables fitted to ``width`` when that stays readable.
+
+    ``total``: the size of the result ``rows`` were sampled from (``sample``);
+    a line in the middle of the table says how many rows are not shown.
+    """
     if mode != "table":
         return _render(mode, columns, rows)
-    natural = _render("table", columns, rows, max_rows=max_rows)
+    text = _fit_table(columns, rows, width)
+    if total is not None and total > len(rows):
+        lines = text.split("\n")
+        lines.insert(2 + len(rows) // 2, f"... {total - len(rows)} more rows ...")
+        text = "\n".join(lines)
+    return text
+
+
+def _fit_table(columns: list[str], rows: list[tuple], width: int | None) -> str:
+    natural = _render("table", columns, rows)
     if width is None or max(map(len, natural.split("\n"))) <= width:
         return natural
-    fitted = _render("table", columns, rows, max_rows=max_rows, max_width=width)
+    fitted = _render("table", columns, rows, max_width=width)
     ok = all(f >= min(n, MIN_COLUMN) for f, n in zip(_widths(fitted), _widths(natural)))
     return fitted if ok and max(map(len, fitted.split("\n"))) <= width else natural
 

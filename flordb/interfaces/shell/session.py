@@ -59,39 +59,37 @@ class _LazyConnection:
 
     Passed as ``con=`` to ``engine.execute``: the engine's backfill runs before
     anything touches the connection, so none is held open while replay writes.
+    Only the worker thread opens and closes it; the main thread only interrupts.
     """
 
     def __init__(self, write: bool):
         self._write = write
         self._stack = contextlib.ExitStack()
         self._con: Any = None
-        self._lock = threading.Lock()
         self.cancelled = False
 
     def _open(self) -> Any:
-        with self._lock:
-            if self.cancelled:
-                raise QueryError("cancelled")
-            if self._con is None:
-                from ...query import engine
+        if self.cancelled:
+            raise QueryError("cancelled")
+        if self._con is None:
+            from ...query import engine
 
-                self._con = self._stack.enter_context(engine.connection(write=self._write))
-            return self._con
+            self._con = self._stack.enter_context(engine.connection(write=self._write))
+        return self._con
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._open(), name)
 
     def interrupt(self) -> None:
+        """Stop the running query; ``_wait`` repeats it, as one sent too early is lost."""
         self.cancelled = True
-        with self._lock:
-            con = self._con
+        con = self._con
         if con is not None:
             con.interrupt()
 
     def close(self) -> None:
-        with self._lock:
-            self._stack.close()
-            self._con = None
+        self._con = None
+        self._stack.close()
 
 
 class Shell:
@@ -146,18 +144,19 @@ class Shell:
         cols, lines = shutil.get_terminal_size((80, 24))
         return self._width or cols, self._height or lines
 
-    def show(self, result: display.ResultLike | None, seconds: float) -> None:
+    def show(self, result: display.ResultLike | None, seconds: float, timed: bool = True) -> None:
         """Print a result in the current mode: fitted, elided and paged when interactive."""
         if result is not None and result.columns:
-            rows = result.rows
-            if self.interactive:
-                width, _ = self.size()
-                text = display.render(self.mode, result.columns, rows, width=width,
-                                      max_rows=display.MAX_ROWS)
+            if self.interactive and self.mode == "table":
+                rows, total = display.sample(result, display.MAX_ROWS)
+                text = display.render(self.mode, result.columns, rows, width=self.size()[0],
+                                      total=total)
             else:
+                rows = result.rows
+                total = len(rows)
                 text = display.render(self.mode, result.columns, rows)
             if self.mode == "table":
-                note = display.footer(len(rows), seconds if self.timer else None)
+                note = display.footer(total, seconds if self.timer else None)
                 if self.interactive:
                     text += "\n" + note
                 else:
@@ -169,7 +168,7 @@ class Shell:
                 display.page(text, self.out)
             else:
                 self.echo(text)
-        elif self.timer:
+        elif self.timer and timed:
             self.echo(f"Time: {seconds:.3f}s")
 
     # ------------------------------------------------------------------ running
@@ -193,7 +192,7 @@ class Shell:
                 result = self.query(statement)
                 if self.interactive:
                     self.refresh(wait=False)  # new runs or tables: new completions
-            self.show(result, time.perf_counter() - start)
+            self.show(result, time.perf_counter() - start, timed=not is_command(statement))
             return True
         except FlorError as exc:
             if _debug():

@@ -54,6 +54,6 @@ def toolbar(shell: Shell) -> AnyFormattedText:
     access = ("<bottom-toolbar.write>write</bottom-toolbar.write>" if shell.write
               else "read-only")
     return HTML(
-        f" mode:{shell.mode}  {flag('timer', shell.timer)}  {flag('backfill', shell.backfill)}  "
-        f"{access} │ .help  Ctrl-R search  Ctrl-D quit"
+        f" mode:{shell.mode} {flag('timer', shell.timer)} {flag('backfill', shell.backfill)} "
+        f"{access} │ .help · Ctrl-R search · Ctrl-D quit"
     )
