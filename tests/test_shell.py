@@ -171,9 +171,18 @@ def test_read_only_unless_write(tmp_path, monkeypatch):
 def test_sigint_cancels_the_running_statement(project):
     err = io.StringIO()
     shell = Shell(backfill=False, out=io.StringIO(), err=err)
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+
+    def press_ctrl_c() -> None:  # only while the statement runs, never at pytest itself
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any(t.name == "flordb-statement" for t in threading.enumerate()):
+                time.sleep(0.3)
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.01)
+
     start = time.perf_counter()
-    timer.start()
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
     ok = shell.run_text(HEAVY)
     assert not ok and time.perf_counter() - start < 10
     assert "flordb: error: cancelled (Ctrl-C)" in err.getvalue()

@@ -380,7 +380,10 @@ class Shell:
                 except EOFError:
                     break
                 if text.strip():
-                    self.run_text(text)
+                    try:
+                        self.run_text(text)
+                    except KeyboardInterrupt:  # Ctrl-C outside a running query
+                        self.error("cancelled (Ctrl-C)")
         finally:
             stack.close()
             _active = previous
