@@ -522,14 +522,16 @@ def _flag(
     source: str, report: ReplayReport,
 ) -> None:
     """Mark replayed rows of runs with fidelity mismatches, or restored from lossy checkpoints."""
-    first: dict[str, int] = {}
-    for m in report.mismatches:
-        it = m.get("iteration")
-        it = -1 if it is None else int(it)
-        first[m["run_id"]] = min(first.get(m["run_id"], it), it)
     lossy = [p.facts.run_id for p in plans
              if any(r.get("approximate") for r in p.facts.manifest)]  # type: ignore[attr-defined]
     report.approximate = lossy
+    first: dict[str, int] = {}
+    for m in report.mismatches:
+        if m["run_id"] in lossy:
+            continue  # restored from lossy state: recorded values differ by design
+        it = m.get("iteration")
+        it = -1 if it is None else int(it)
+        first[m["run_id"]] = min(first.get(m["run_id"], it), it)
     if not first and not lossy:
         return
     with store.connect(write=True) as con:
@@ -557,12 +559,16 @@ def _summary(report: ReplayReport, source: str) -> None:
         say(f"flordb: warning: run {run_id} not replayed: {why}")
     for run_id, why in report.failures:
         say(f"flordb: warning: replay of run {run_id} failed: {why}")
-    if report.mismatches:
-        say(f"flordb: warning: fidelity check: {len(report.mismatches)} recorded value(s) "
+    lossy = set(report.approximate)
+    exact = [m for m in report.mismatches if m["run_id"] not in lossy]
+    if exact:
+        say(f"flordb: warning: fidelity check: {len(exact)} recorded value(s) "
             "differ on replay; the replayed rows are flagged 'mismatch':")
-        for m in report.mismatches[:5]:
+        for m in exact[:5]:
             say(f"  run {m['run_id']} {m['name']} at {m['context']}: recorded "
                 f"{m['recorded']!r}, replayed {m['replayed']!r}")
     if report.approximate:
+        near = len(report.mismatches) - len(exact)
+        differ = f" ({near} recorded value(s) differ slightly, as expected)" if near else ""
         say(f"flordb: note: {len(report.approximate)} run(s) restored from lossy (lc) "
-            "checkpoints; their values are flagged 'approximate'")
+            f"checkpoints; their values are flagged 'approximate'{differ}")
