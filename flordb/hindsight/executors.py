@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,22 @@ def _progress(task: Task) -> int:
 
 ProgressFn = Callable[[Task, int], None]
 
+# Set from another thread (the shell's Ctrl-C) to stop a replay in progress;
+# what finished before is kept.
+cancelled = threading.Event()
+
+
+def cancel() -> None:
+    """Stop the running replay's workers (callable from any thread)."""
+    cancelled.set()
+
+
+def _check_cancel(stop: Callable[[], None]) -> None:
+    if cancelled.is_set():
+        cancelled.clear()
+        stop()
+        raise ReplayError("replay cancelled; values computed so far are kept")
+
 
 class LocalExecutor:
     """Worker processes on this machine; Ctrl-C stops them all."""
@@ -60,6 +77,7 @@ class LocalExecutor:
     name = "local"
 
     def run(self, tasks: list[Task], workers: int, on_progress: ProgressFn) -> list[TaskResult]:
+        cancelled.clear()  # a Ctrl-C from before this replay is not for it
         queue = list(tasks)
         running: dict[int, tuple[subprocess.Popen, Task]] = {}
         results: list[TaskResult] = []
@@ -76,6 +94,7 @@ class LocalExecutor:
                     log.close()
                     running[proc.pid] = (proc, task)
                 time.sleep(0.1)
+                _check_cancel(lambda: [_stop(p) for p, _ in running.values()])
                 for pid, (proc, task) in list(running.items()):
                     on_progress(task, _progress(task))
                     if proc.poll() is not None:
@@ -128,6 +147,7 @@ class RayExecutor:
                      ignore_reinit_error=True)
 
     def run(self, tasks: list[Task], workers: int, on_progress: ProgressFn) -> list[TaskResult]:
+        cancelled.clear()
         remote = self.ray.remote(num_cpus=1)(_ray_task)
         pending = {}
         for task in tasks:
@@ -137,6 +157,7 @@ class RayExecutor:
         try:
             while pending:
                 done, _ = self.ray.wait(list(pending), timeout=0.2)
+                _check_cancel(lambda: [self.ray.cancel(r, force=True) for r in pending])
                 for task in pending.values():
                     on_progress(task, _progress(task))
                 for ref in done:

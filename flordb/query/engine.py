@@ -225,7 +225,9 @@ def loops_for(cat: relation.Catalog, names: Iterable[str]) -> set[str]:
     return out
 
 
-def export(path: str, sql: str | None = None, format: str = "parquet") -> int:
+def export(
+    path: str, sql: str | None = None, format: str = "parquet", backfill: bool = True
+) -> int:
     """Write a query result (default: the current project's view) to ``path``."""
     if format != "parquet":
         raise QueryError(f"unsupported export format {format!r}; use parquet")
@@ -233,7 +235,7 @@ def export(path: str, sql: str | None = None, format: str = "parquet") -> int:
 
     if sql is None:
         sql = f"SELECT * FROM {ident(current_project())}"
-    result = execute(sql, backfill=True)
+    result = execute(sql, backfill=backfill)
     import pyarrow as pa
 
     table = pa.Table.from_pandas(result.frame, preserve_index=False)

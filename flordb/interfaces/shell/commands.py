@@ -201,7 +201,8 @@ def export(shell: Shell, arg: str) -> None:
     if not path:
         raise FlorError("usage: .export FILE.parquet [SQL]")
     with shell.database():
-        n = engine.export(_unquote(path), sql=sql.strip().rstrip(";") or None)
+        n = engine.export(_unquote(path), sql=sql.strip().rstrip(";") or None,
+                          backfill=shell.backfill)
     shell.echo(f"wrote {n} rows to {_unquote(path)}")
 
 

@@ -82,6 +82,9 @@ class _LazyConnection:
 
     def interrupt(self) -> None:
         """Stop the running query; ``_wait`` repeats it, as one sent too early is lost."""
+        from ...hindsight.executors import cancel
+
+        cancel()  # a backfill in progress stops its workers too
         self.cancelled = True
         con = self._con
         if con is not None:
