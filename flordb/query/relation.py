@@ -138,12 +138,19 @@ def build(catalog: Catalog, names: Iterable[str] | None = None) -> str:
     loops = [c for c in wanted if kinds[c] == "loop"]
     args = [c for c in wanted if kinds[c] == "arg"]
     logs = [c for c in wanted if kinds[c] == "log"]
-    # The paths the rows live at: the deepest paths among those referenced.
-    needed = set()
+    # The paths the rows live at: the deepest paths among those referenced. A
+    # name that already has values at (a prefix of) a loop level the query names
+    # explicitly does not deepen the rows: `SELECT epoch, stdout` shows the
+    # epoch-level lines even when step-level lines exist too.
+    explicit: set[str] = set()
     for name in loops:
-        needed.update(catalog.loops[name])
+        explicit.update(catalog.loops[name])
+    needed = set(explicit)
     for name in logs:
-        needed.update(catalog.logs[name])
+        paths = catalog.logs[name]
+        covered = any(p == "" or e == p or e.startswith(p + "/") for p in paths for e in explicit)
+        if not covered:
+            needed.update(paths)
     maximal = sorted(
         p for p in needed
         if p and not any(q != p and q.startswith(p + "/") for q in needed)
