@@ -81,6 +81,30 @@ def analyze(sql: str) -> Analysis:
     return Analysis(statements, frozenset(tables), frozenset(columns), star, modifies)
 
 
+def lists_rows_of(statement: exp.Expression, table: str) -> bool:
+    """Whether ``statement`` lists the rows of ``table`` as they come: one SELECT
+    straight from it, with no join, ORDER BY, GROUP BY, DISTINCT or aggregate.
+    Only then does the relation's own row order reach the result.
+
+    >>> lists_rows_of(parse("SELECT epoch, loss FROM p LIMIT 5")[0], "p")
+    True
+    >>> lists_rows_of(parse("SELECT avg(loss) FROM p")[0], "p")
+    False
+    """
+    if not isinstance(statement, exp.Select):
+        return False
+    if any(statement.args.get(k) for k in ("order", "group", "distinct", "joins")):
+        return False
+    for expression in statement.expressions:
+        for agg in expression.find_all(exp.AggFunc):
+            # avg(loss) OVER (...) keeps the rows; an aggregate of a subquery is its own.
+            if agg.find_ancestor(exp.Window) is None and agg.find_ancestor(exp.Select) is statement:
+                return False
+    from_ = statement.args.get("from_") or statement.args.get("from")
+    source = from_.this if from_ is not None else None
+    return isinstance(source, exp.Table) and source.name == table and not source.args.get("db")
+
+
 def _is_read_only_command(stmt: exp.Expression) -> bool:
     if isinstance(stmt, exp.Command):
         return str(stmt.this).upper() in ("SHOW", "DESCRIBE", "SUMMARIZE", "EXPLAIN")

@@ -88,7 +88,9 @@ def register_views(con: Any, analysis: _analyze.Analysis | None) -> dict[str, st
             continue
         cat = catalog(con, projid)
         names = None if analysis is None or analysis.star else analysis.columns
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(table)} AS {relation.build(cat, names)}")
+        ordered = analysis is None or _analyze.lists_rows_of(analysis.statements[-1], table)
+        sql = relation.build(cat, names, ordered=ordered)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(table)} AS {sql}")
         mapping[table] = projid
     return mapping
 

@@ -130,8 +130,13 @@ def _prefixes(path: str) -> list[str]:
     return [""] + ["/".join(parts[:k]) for k in range(1, len(parts))]
 
 
-def build(catalog: Catalog, names: Iterable[str] | None = None) -> str:
-    """SQL for the project relation restricted to ``names`` (every column when None)."""
+def build(catalog: Catalog, names: Iterable[str] | None = None, ordered: bool = True) -> str:
+    """SQL for the project relation restricted to ``names`` (every column when None).
+
+    ``ordered``: rows by run start, then loop indices. Sorting millions of rows
+    costs as much as the pivot itself, so a query that aggregates, joins or
+    orders on its own asks for the relation unordered.
+    """
     cols = catalog.columns()
     kinds = dict(cols)
     wanted = [c for c, _ in cols] if names is None else [c for c, _ in cols if c in set(names)]
@@ -157,8 +162,10 @@ def build(catalog: Catalog, names: Iterable[str] | None = None) -> str:
     )
     loop_order = [c for c, k in cols if k == "loop"]
     if not maximal:
-        return _build_at(catalog, "", loop_order, wanted, loops, args, logs)
-    parts = [_build_at(catalog, p, loop_order, wanted, loops, args, logs) for p in maximal]
+        return _build_at(catalog, "", loop_order, wanted, loops, args, logs, ordered)
+    parts = [
+        _build_at(catalog, p, loop_order, wanted, loops, args, logs, ordered) for p in maximal
+    ]
     if len(parts) == 1:
         return parts[0]
     return " UNION ALL BY NAME ".join(f"({p})" for p in parts)
@@ -166,7 +173,7 @@ def build(catalog: Catalog, names: Iterable[str] | None = None) -> str:
 
 def _build_at(
     catalog: Catalog, path: str, loop_order: list[str], wanted: list[str],
-    loops: list[str], args: list[str], logs: list[str],
+    loops: list[str], args: list[str], logs: list[str], ordered: bool = True,
 ) -> str:
     levels = path.split("/") if path else []
     exprs: dict[str, str] = {}  # column -> its select expression, emitted in `wanted` order
@@ -221,10 +228,15 @@ def _build_at(
     select = [exprs[c] for c in wanted if c in exprs]
     if args:
         joins.append(f"LEFT JOIN {_args_pivot(catalog, args)} ON a.run_id = r.run_id")
-    order = ["r.tstamp", "r.run_id"] + [f"c.i{d + 1}" for d in range(len(levels))]
     if not select:
         select = ["r.run_id"]
-    return (
+    sql = (
         f"SELECT {', '.join(select)} FROM runs r {' '.join(joins)} "
-        f"WHERE r.projid = {literal(catalog.projid)} ORDER BY {', '.join(order)}"
+        f"WHERE r.projid = {literal(catalog.projid)}"
     )
+    if not ordered:
+        return sql
+    # Integer keys only (rowid breaks ties of equal start times): a VARCHAR
+    # run_id in the sort key makes sorting millions of rows markedly slower.
+    order = ["r.tstamp", "r.rowid"] + [f"c.i{d + 1}" for d in range(len(levels))]
+    return f"{sql} ORDER BY {', '.join(order)}"
