@@ -366,3 +366,35 @@ def test_a_name_logged_at_two_levels_takes_the_finest_value_on_each_row(flordb_h
     ])
     assert rows("SELECT epoch, step, loss, lr FROM proj ORDER BY epoch") == [
         (0, 0, 1.0, 0.1), (1, 0, 2.0, 0.05)]
+
+
+@pytest.mark.parametrize("sql, expected", [
+    ("SELECT epoch, loss FROM p LIMIT 5", True),
+    ("SELECT * FROM p WHERE epoch > 1", True),
+    ("SELECT epoch, avg(loss) OVER (PARTITION BY run_id) FROM p", True),
+    ("SELECT avg(loss) FROM p", False),
+    ("SELECT run_id, count(*) FROM p GROUP BY 1", False),
+    ("SELECT * FROM p ORDER BY loss", False),
+    ("SELECT DISTINCT run_id FROM p", False),
+    ("SELECT * FROM p JOIN q USING (run_id)", False),
+    ("SELECT * FROM (SELECT * FROM p)", False),
+    ("SELECT * FROM p UNION ALL SELECT * FROM p", False),
+])
+def test_lists_rows_of(sql, expected):
+    assert an.lists_rows_of(an.parse(sql)[0], "p") is expected
+
+
+def test_plain_listings_come_in_run_then_loop_order(flordb_home):
+    # r2 starts first although its run_id sorts last.
+    fake_run(flordb_home, run_id="zz-first", tstamp=1_600_000_000.0, logs=epoch_step_logs(2, 30))
+    fake_run(flordb_home, run_id="aa-second", tstamp=1_600_000_100.0, logs=epoch_step_logs(3, 30))
+    frame = run_sql("SELECT run_id, epoch, step, loss FROM proj")
+    expected = ([("zz-first", e, s) for e in range(2) for s in range(30)]
+                + [("aa-second", e, s) for e in range(3) for s in range(30)])
+    assert list(zip(frame.run_id, frame.epoch, frame.step)) == expected
+    assert run_sql("SELECT run_id, epoch, acc FROM proj LIMIT 3").epoch.tolist() == [0, 1, 0]
+    # Aggregates read the relation unordered and give the same answer.
+    assert rows("SELECT run_id, count(*), sum(loss) FROM proj GROUP BY run_id ORDER BY 1") == [
+        ("aa-second", 90, float(sum(e * 100 + s for e in range(3) for s in range(30)))),
+        ("zz-first", 60, float(sum(e * 100 + s for e in range(2) for s in range(30)))),
+    ]
