@@ -325,6 +325,7 @@ def _zygote() -> None:
             if pid == 0:
                 break
             send({"id": children.pop(pid), "rc": os.waitstatus_to_exitcode(status)})
+    os._exit(0)  # nothing to flush; finalising torch would only cost time
 
 
 def _worker(req: dict[str, Any]) -> None:
