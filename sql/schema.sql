@@ -66,6 +66,17 @@ CREATE TABLE IF NOT EXISTS logs (
     flag        VARCHAR                -- NULL, 'approximate' or 'mismatch'
 );
 
+-- The project relation's catalog: which names each project logs, at which loop
+-- path, with which value types. Kept at ingest, so that building a query's view
+-- never scans `logs`.
+CREATE TABLE IF NOT EXISTS log_names (
+    projid      VARCHAR NOT NULL,
+    name        VARCHAR NOT NULL,
+    path        VARCHAR NOT NULL,
+    vtype       VARCHAR NOT NULL,
+    PRIMARY KEY (projid, name, path, vtype)
+);
+
 -- Segments already ingested: re-ingesting one is a no-op, so records never duplicate.
 CREATE TABLE IF NOT EXISTS segments (
     segment     VARCHAR PRIMARY KEY,

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 BASE_TABLES = frozenset(
     {"projects", "versions", "runs", "args", "logs", "segments", "iterations", "checkpoints",
-     "schema_version"}
+     "schema_version", "log_names"}
 )
 
 
@@ -53,10 +53,21 @@ def catalog(con: Any, projid: str) -> relation.Catalog:
     """Log names per path with their value types, and args, of one project."""
     runs = f"(SELECT run_id FROM runs WHERE projid = {literal(projid)})"
     logs: dict[str, dict[str, frozenset[str]]] = {}
-    for name, path, vtypes in con.execute(
-        f"SELECT name, path, list(DISTINCT vtype) FROM logs WHERE run_id IN {runs} "
-        "GROUP BY name, path"
-    ).fetchall():
+    found = []
+    if con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'log_names'"
+    ).fetchone()[0]:
+        # Kept at ingest: no scan of `logs`, whose size every query would pay for.
+        found = con.execute(
+            "SELECT name, path, list(DISTINCT vtype) FROM log_names "
+            f"WHERE projid = {literal(projid)} GROUP BY name, path"
+        ).fetchall()
+    if not found:  # not migrated yet (opened read-only), or rows written around ingest
+        found = con.execute(
+            f"SELECT name, path, list(DISTINCT vtype) FROM logs WHERE run_id IN {runs} "
+            "GROUP BY name, path"
+        ).fetchall()
+    for name, path, vtypes in found:
         logs.setdefault(name, {})[path] = frozenset(vtypes)
     args = {
         name: frozenset(vtypes)
@@ -144,6 +155,12 @@ def execute(
         try:
             cursor = c.execute(sql)
             frame = cursor.df() if cursor.description else _empty()
+            if write and (analysis is None or analysis.modifies):
+                # A statement may have changed `logs` or `runs`: rebuild their catalog.
+                from ..store.schema import REBUILD_LOG_NAMES
+
+                with contextlib.suppress(Exception):  # e.g. the statement dropped `logs`
+                    c.execute(REBUILD_LOG_NAMES)
         except FlorError:
             raise
         except Exception as exc:  # DuckDB's errors: one line, keep its own words

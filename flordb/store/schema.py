@@ -4,7 +4,16 @@ from __future__ import annotations
 from importlib import util
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# The catalog of log names, rebuilt from `logs` (a full scan): run when a
+# database older than version 3 is opened, and after statements run with --write.
+REBUILD_LOG_NAMES = (
+    "DELETE FROM log_names; "
+    "INSERT OR IGNORE INTO log_names SELECT DISTINCT r.projid, l.name, l.path, l.vtype "
+    "FROM logs l JOIN runs r USING (run_id)"
+)
+# version -> SQL that brings a database of an earlier version up to it
+MIGRATIONS = {3: REBUILD_LOG_NAMES}
 MAX_DEPTH = 6  # loop levels the logs table has columns for (i1..i6)
 
 
@@ -30,5 +39,9 @@ def apply(con) -> None:
     """Create every table that is missing and record the schema version."""
     con.execute(read_sql("schema.sql"))
     row = con.execute("SELECT max(version) FROM schema_version").fetchone()
-    if row is None or row[0] is None or row[0] < SCHEMA_VERSION:
+    current = row[0] if row is not None and row[0] is not None else 0
+    if current < SCHEMA_VERSION:
+        for version, sql in sorted(MIGRATIONS.items()):
+            if current < version:
+                con.execute(sql)
         con.execute("INSERT INTO schema_version (version) VALUES (?)", [SCHEMA_VERSION])

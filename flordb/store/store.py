@@ -185,7 +185,7 @@ class Store:
         try:
             if source == "record":
                 self._ingest_run(con, head, end, frames)
-            n = self._ingest_logs(con, run_id, source, logs)
+            n = self._ingest_logs(con, run_id, source, logs, projid=head.get("projid"))
             self._ingest_checkpoints(con, run_id, frames)
             con.execute(
                 "INSERT INTO segments VALUES (?, ?, ?, ?)",
@@ -243,7 +243,9 @@ class Store:
             con.execute("INSERT OR REPLACE INTO iterations SELECT * FROM _iters")
             con.unregister("_iters")
 
-    def _ingest_logs(self, con: Any, run_id: str, source: str, frames: list[dict]) -> int:
+    def _ingest_logs(
+        self, con: Any, run_id: str, source: str, frames: list[dict], projid: str | None = None
+    ) -> int:
         names: list[str] = []
         values: list[Any] = []
         paths: list[str] = []
@@ -297,6 +299,14 @@ class Store:
             "FROM _logs",
             [run_id, source],
         )
+        if projid is None:
+            row = con.execute("SELECT projid FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            projid = row[0] if row else None
+        if projid is not None:
+            con.execute(
+                "INSERT OR IGNORE INTO log_names SELECT DISTINCT ?, name, path, vtype FROM _logs",
+                [projid],
+            )
         con.unregister("_logs")
         return n
 
