@@ -10,14 +10,14 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import PYTHON, epoch_step_logs, fake_run, rows, wait_for_line
+from conftest import PYTHON, epoch_step_logs, fake_run, rows, run_sql, wait_for_line
 
 from flordb.errors import StoreError
 from flordb.store import schema, segments
 from flordb.store.store import Store, value_columns
 
-TABLES = {"schema_version", "projects", "versions", "runs", "args", "logs", "segments",
-          "iterations", "checkpoints"}
+TABLES = {"schema_version", "projects", "versions", "runs", "args", "logs", "log_names",
+          "segments", "iterations", "checkpoints"}
 
 
 def _count(home: Path, table: str) -> int:
@@ -274,3 +274,37 @@ def test_store_never_uses_the_default_connection(flordb_home):
     # The module-level default connection stays empty: flordb opens its own.
     assert "runs" not in {r[0] for r in duckdb.sql("SHOW TABLES").fetchall()}
     assert sys.modules.get("flordb.store.store") is not None
+
+
+def test_log_names_catalog_is_kept_at_ingest(flordb_home):
+    fake_run(flordb_home, run_id="r1", logs=epoch_step_logs(1, 2) + [("note", "x", "", ())])
+    fake_run(flordb_home, "other", run_id="r2", logs=[("loss", 1, "epoch", (0,))])
+    assert rows("SELECT projid, name, path, vtype FROM log_names ORDER BY ALL") == [
+        ("other", "loss", "epoch", "int"),
+        ("proj", "acc", "epoch", "float"),
+        ("proj", "loss", "epoch/step", "float"),
+        ("proj", "note", "", "str"),
+    ]
+
+
+def test_an_older_database_gets_its_catalog_on_open(flordb_home):
+    fake_run(flordb_home, run_id="r1", logs=epoch_step_logs(1, 2))
+    with Store(flordb_home).connect(write=True) as con:  # as a version-2 database was
+        con.execute("DROP TABLE log_names")
+        con.execute("DELETE FROM schema_version")
+        con.execute("INSERT INTO schema_version (version) VALUES (2)")
+    from flordb.store import store as store_module
+
+    store_module._SCHEMA_CHECKED.clear()
+    assert rows("SELECT acc FROM proj") == [(0.0,)]
+    assert rows("SELECT count(*) FROM log_names") == [(2,)]
+    assert rows("SELECT max(version) FROM schema_version") == [(schema.SCHEMA_VERSION,)]
+
+
+def test_writes_rebuild_the_catalog(flordb_home):
+    from flordb.query.engine import execute
+
+    fake_run(flordb_home, run_id="r1", logs=epoch_step_logs(1, 2) + [("gone", 1, "", ())])
+    execute("DELETE FROM logs WHERE name = 'gone'", backfill=False, write=True)
+    assert rows("SELECT name FROM log_names ORDER BY name") == [("acc",), ("loss",)]
+    assert "gone" not in run_sql("SELECT * FROM proj").columns
