@@ -385,9 +385,9 @@ def test_mnist_style_main_with_helpers_and_argparse(repo: Repo) -> None:
     for r in rows:
         assert r["stdout"].startswith(f"Train Epoch: {r['epoch'] + 1} [{16 * r['batch_idx']}/64]")
     # test()'s line is printed in the epoch, outside the batch loop: an epoch-level record.
-    epoch_text = sql("SELECT i1, txt FROM logs WHERE name = 'stdout' AND path = 'epoch' ORDER BY i1")
+    epoch_text = query(repo, "SELECT epoch, stdout FROM proj ORDER BY epoch")
     test_lines = [line for line in lines(plain.stdout) if line.startswith("Test set")]
-    assert [(r["i1"], r["txt"]) for r in epoch_text] == list(enumerate(test_lines))
+    assert [(r["epoch"], r["stdout"]) for r in epoch_text] == list(enumerate(test_lines))
     assert sorted(stored_lines("stdout")) == sorted(lines(plain.stdout))
 
     objects = {r["object"] for r in listing(repo, "checkpoints")}
