@@ -230,17 +230,21 @@ class Store:
             con.executemany("INSERT INTO args VALUES (?, ?, ?, ?, ?)", rows)
         iters = [row for f in frames if f.get("t") == "iter" for row in f["items"]]
         if iters:
+            k = len(iters)
             table = pa.table(
                 {
-                    "run_id": [run_id] * len(iters),
-                    "loop_name": [r[0] for r in iters],
-                    "iteration": pa.array([r[1] for r in iters], pa.int32()),
-                    "seconds": pa.array([r[2] for r in iters], pa.float64()),
-                    "checkpointed": pa.array([r[3] for r in iters], pa.bool_()),
+                    "loop_name": _dict_strings([r[0] for r in iters]),
+                    "iteration": _numbers(np.fromiter((r[1] for r in iters), np.int32, k)),
+                    "seconds": _numbers(np.fromiter((r[2] for r in iters), np.float64, k)),
+                    "checkpointed": _bools(np.fromiter((bool(r[3]) for r in iters), bool, k)),
                 }
             )
             con.register("_iters", table)
-            con.execute("INSERT OR REPLACE INTO iterations SELECT * FROM _iters")
+            con.execute(
+                "INSERT OR REPLACE INTO iterations (run_id, loop_name, iteration, seconds, "
+                "checkpointed) SELECT ?, loop_name, iteration, seconds, checkpointed FROM _iters",
+                [run_id],
+            )
             con.unregister("_iters")
 
     def _ingest_logs(
@@ -268,15 +272,15 @@ class Store:
         # well under the 2 s budget, so no per-record Python beyond C-level map/chain.
         vtype, num, txt = _value_arrays(values)
         cols: dict[str, Any] = {
-            "seq": pa.array(np.arange(n, dtype=np.int64)),
+            "seq": _numbers(np.arange(n, dtype=np.int64)),
             # Few distinct names and paths: dictionary-encoded, converted once each.
-            "name": pa.array(names, _DICT),
-            "path": pa.array(paths, _DICT),
+            "name": _dict_strings(names),
+            "path": _dict_strings(paths),
             **_loop_arrays(ctxs, n),
             "vtype": vtype,
             "num": num,
             "txt": txt,
-            "flag": pa.array(flags, pa.string()) if flags is not None else pa.nulls(n, pa.string()),
+            "flag": _strings(flags) if flags is not None else pa.nulls(n, pa.string()),
         }
         con.register("_logs", pa.table(cols))
         if source != "record":
@@ -328,9 +332,51 @@ class Store:
         )
 
 
-_DICT = pa.dictionary(pa.int32(), pa.string())
+# Arrow arrays are built over NumPy buffers with from_buffers: pyarrow.array()
+# imports pandas on first use, which cost 0.3-0.5 s at the end of every run.
 _VCODES = {float: 0, int: 1, bool: 2, str: 3}
-_VNAMES = pa.array(["float", "int", "bool", "str", "json"])
+_VNAMES = ("float", "int", "bool", "str", "json")
+_ARROW_TYPES = {np.dtype(np.int8): pa.int8(), np.dtype(np.int32): pa.int32(),
+                np.dtype(np.int64): pa.int64(), np.dtype(np.float64): pa.float64()}
+
+
+def _validity(valid: Any) -> Any:
+    return None if valid is None or valid.all() else pa.py_buffer(
+        np.packbits(valid, bitorder="little")
+    )
+
+
+def _numbers(data: Any, valid: Any = None) -> Any:
+    """A numeric Arrow array over ``data`` (NumPy); ``valid`` marks non-NULL entries."""
+    data = np.ascontiguousarray(data)
+    return pa.Array.from_buffers(
+        _ARROW_TYPES[data.dtype], len(data), [_validity(valid), pa.py_buffer(data)]
+    )
+
+
+def _bools(data: Any) -> Any:
+    return pa.Array.from_buffers(
+        pa.bool_(), len(data), [None, pa.py_buffer(np.packbits(data, bitorder="little"))]
+    )
+
+
+def _strings(items: list[str | None]) -> Any:
+    """A (large) string Arrow array; None is NULL."""
+    encoded = [b"" if x is None else x.encode("utf-8", "replace") for x in items]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)), out=offsets[1:])
+    valid = np.fromiter((x is not None for x in items), bool, len(items))
+    return pa.Array.from_buffers(
+        pa.large_string(), len(items),
+        [_validity(valid), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))],
+    )
+
+
+def _dict_strings(items: list[str]) -> Any:
+    """Strings with few distinct values, dictionary-encoded in one C-level pass."""
+    index = {k: i for i, k in enumerate(dict.fromkeys(items))}
+    codes = np.fromiter(map(index.__getitem__, items), dtype=np.int32, count=len(items))
+    return pa.DictionaryArray.from_arrays(_numbers(codes), _strings(list(index)))
 
 
 def _value_arrays(values: list[Any]) -> tuple[Any, Any, Any]:
@@ -340,15 +386,18 @@ def _value_arrays(values: list[Any]) -> tuple[Any, Any, Any]:
     kinds = set(types)
     if kinds <= {float, int}:
         codes = np.fromiter(map(_VCODES.__getitem__, types), dtype=np.int8, count=n)
-        vtype = pa.DictionaryArray.from_arrays(pa.array(codes), _VNAMES)
-        return vtype, pa.array(values, pa.float64()), pa.nulls(n, pa.string())
+        vtype = pa.DictionaryArray.from_arrays(_numbers(codes), _strings(list(_VNAMES)))
+        num = _numbers(np.fromiter(values, dtype=np.float64, count=n))
+        return vtype, num, pa.nulls(n, pa.string())
     vtypes, nums, txts = [], [], []
     for value in values:
         kind, num, txt = value_columns(value)
         vtypes.append(kind)
         nums.append(num)
         txts.append(txt)
-    return pa.array(vtypes, pa.string()), pa.array(nums, pa.float64()), pa.array(txts, pa.string())
+    valid = np.fromiter((x is not None for x in nums), bool, n)
+    data = np.fromiter((0.0 if x is None else x for x in nums), np.float64, n)
+    return _dict_strings(vtypes), _numbers(data, valid), _strings(txts)
 
 
 def _loop_arrays(ctxs: list[tuple], n: int) -> dict[str, Any]:
@@ -366,5 +415,5 @@ def _loop_arrays(ctxs: list[tuple], n: int) -> dict[str, Any]:
             continue
         column = np.zeros(n, dtype=np.int32)
         column[has] = flat[starts[has] + depth]
-        out[f"i{depth + 1}"] = pa.array(column, mask=~has)
+        out[f"i{depth + 1}"] = _numbers(column, has)
     return out
