@@ -363,7 +363,7 @@ def test_module_level_loop(repo: Repo) -> None:
 
     [run] = sql("SELECT mode, status FROM runs")
     assert run == {"mode": "handsfree", "status": "finished"}
-    objects = {(r["iteration"], r["object"]) for r in listing(repo, "checkpoints")}
+    objects = {(r["iteration"], r["object"]) for r in sql("SELECT * FROM checkpoints")}
     assert {"model", "optimizer"} <= {obj for _, obj in objects}
     assert {(0, "model"), (3, "model")} <= objects  # the first and last epoch always
     assert "loss_fn" not in {obj for _, obj in objects}  # it has no state to save
@@ -385,7 +385,7 @@ def test_mnist_style_main_with_helpers_and_argparse(repo: Repo) -> None:
     for r in rows:
         assert r["stdout"].startswith(f"Train Epoch: {r['epoch'] + 1} [{16 * r['batch_idx']}/64]")
     # test()'s line is printed in the epoch, outside the batch loop: an epoch-level record.
-    epoch_text = query(repo, "SELECT epoch, stdout FROM proj ORDER BY epoch")
+    epoch_text = sql("SELECT epoch, stdout FROM proj ORDER BY epoch")
     test_lines = [line for line in lines(plain.stdout) if line.startswith("Test set")]
     assert [(r["epoch"], r["stdout"]) for r in epoch_text] == list(enumerate(test_lines))
     assert sorted(stored_lines("stdout")) == sorted(lines(plain.stdout))
@@ -544,7 +544,7 @@ def test_scripts_it_cannot_instrument_still_run_and_are_recorded(
     plain, recorded = both(repo, "train.py")
     assert recorded.stdout == plain.stdout and recorded.stderr == plain.stderr
     assert sql("SELECT mode, status FROM runs") == [{"mode": "handsfree", "status": "finished"}]
-    [row] = query(repo, "SELECT * FROM proj")
+    [row] = sql("SELECT * FROM proj")
     assert row["stdout"] == plain.stdout.rstrip("\n")  # at run level, every line
     assert row.get("log") == ("WARNING:root:nothing to train" if script is NO_LOOP else None)
     assert sql("SELECT * FROM checkpoints") == []
