@@ -119,7 +119,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from ..handsfree.runner import run_script
 
-    return run_script(args.script, args.args, explain=args.explain)
+    script_args = list(args.args)
+    explain = args.explain
+    if script_args and script_args[-1] == "--explain":
+        # `flordb run SCRIPT ARGS --explain`: the contract's form; the flag is ours
+        script_args.pop()
+        explain = True
+    return run_script(args.script, script_args, explain=explain)
 
 
 def build_parser() -> argparse.ArgumentParser:
