@@ -28,7 +28,7 @@ from ..record import versions
 from ..store.store import Store
 from . import plan as planner
 from .executors import Task, make_executor
-from .statements import shape
+from .statements import outer_mode_hazard, shape
 from .session import ctx_key
 
 
@@ -307,7 +307,9 @@ def _plan_all(
             continue
         manifest = f["manifest"]
         outer_ok = (
-            levels <= {"outer", "pre", "post"} and sh.inner_lexical and _locals_ok(run, manifest)
+            levels <= {"outer", "pre", "post"} and sh.inner_lexical
+            and outer_mode_hazard(_analysable(text, run), tuple(run_names)) is None
+            and _locals_ok(run, manifest)
         )
         facts_obj = planner.RunFacts(
             run_id, run["vid"], run["filename"], n_iter, seconds, complete_iterations(manifest),

@@ -214,3 +214,74 @@ def capture_candidates(source: str, outer_line: int) -> frozenset[str]:
         }
         names |= (assigned - (imported - rebound)) & (outside_loads | carried)
     return frozenset(names - aliases)
+
+
+# ------------------------------------------------ outer mode: re-executed mutations
+# Methods that read registered state, or change nothing a logged value sees.
+_SAFE_METHODS = frozenset({
+    "train", "eval", "state_dict", "parameters", "named_parameters", "buffers",
+    "named_buffers", "children", "modules", "named_modules", "get_last_lr", "get_lr",
+    "zero_grad", "forward", "to", "cpu", "cuda", "float", "double", "half", "item",
+    "detach", "numel", "size", "get_scale",
+})
+
+
+def registered_names(tree: ast.AST) -> set[str]:
+    """Local names passed to ``flor.checkpointing(...)`` (``model=net`` gives ``net``)."""
+    aliases = _aliases(tree)
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        call = _flor_call(node, aliases, "checkpointing")
+        if call is not None:
+            names.update(k.value.id for k in call.keywords if isinstance(k.value, ast.Name))
+    return names
+
+
+@lru_cache(maxsize=64)
+def outer_mode_hazard(source: str, names: tuple[str, ...]) -> str | None:
+    """Why ``outer`` mode could give wrong values for ``names``, or None when it is safe.
+
+    Outer mode restores an iteration's END state and re-runs the outer body
+    around the skipped inner loop. A call that mutates registered state there
+    (``scheduler.step()``, anywhere in the outer body outside inner loops) would
+    then be applied a second time before a requested statement that follows it;
+    such iterations run fully instead.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return "the script does not parse"
+    sh = shape(source)
+    if sh.outer_line is None:
+        return None
+    aliases = _aliases(tree)
+    outer = next(
+        (n for n in ast.walk(tree) if isinstance(n, ast.For) and n.lineno == sh.outer_line), None
+    )
+    if outer is None:
+        return None
+    registered = registered_names(tree)
+    wanted_lines = [s.line for n in names for s in sh.sites.get(n, [])]
+    if not wanted_lines:
+        return None
+    last_wanted = max(wanted_lines)
+    inside_inner = set()
+    for n in ast.walk(outer):
+        if isinstance(n, ast.For) and n is not outer and _loop_name(n, aliases):
+            inside_inner.update(id(m) for m in ast.walk(n))
+    for node in ast.walk(outer):
+        if id(node) in inside_inner or not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)):
+            continue
+        receiver, method = func.value.id, func.attr
+        mutating = (receiver in registered and method not in _SAFE_METHODS) or (
+            not registered and method == "step"
+        )
+        if mutating and node.lineno < last_wanted:
+            return (
+                f"`{receiver}.{method}(...)` on line {node.lineno} changes checkpointed state "
+                "before the requested statement in the same iteration"
+            )
+    return None
