@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .settings import config
-from .errors import FlorError
 # Bind the subpackage ``flordb.query`` now: importing it later (the first
 # flor.query call does) would overwrite the function ``query`` defined below.
 from . import query as _query_package  # noqa: F401
+from .errors import FlorError
 from .record import kwargs as _kwargs
 from .record.run import arg, checkpointing, commit, log, loop
+from .settings import config
 
 if TYPE_CHECKING:
     import pandas

@@ -159,7 +159,8 @@ def execute(
                 # A statement may have changed `logs` or `runs`: rebuild their catalog.
                 from ..store.schema import REBUILD_LOG_NAMES
 
-                with contextlib.suppress(Exception):  # e.g. the statement dropped `logs`
+                # e.g. the statement dropped `logs` itself: nothing left to catalog
+                with contextlib.suppress(Exception):
                     c.execute(REBUILD_LOG_NAMES)
         except FlorError:
             raise
