@@ -44,7 +44,7 @@ def run_child(repo: Path, home: Path, script: str, *args: str) -> dict:
     (repo / "train.py").write_text(textwrap.dedent(script).lstrip())
     env = {**os.environ, "FLORDB_HOME": str(home), "FLORDB_QUIET": "1"}
     proc = subprocess.run([PYTHON, "train.py", *args], cwd=repo, env=env,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, run_child, sandbox  # noqa: E402
+from common import machine, run_child, sandbox
 
 TARGET_US = 1.5
 TARGET_RATIO = 30.0

@@ -67,7 +67,7 @@ def flordb_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def git(cwd: Path, *args: str, check: bool = True) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"git {' '.join(args)} failed: {proc.stderr}")
     return proc.stdout
@@ -108,7 +108,7 @@ class Repo:
         unless ``check=False``."""
         proc = subprocess.run(
             [PYTHON, script, *args], cwd=self.path, env=self.env(env),
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True, text=True, timeout=timeout, check=False,
         )
         if check and proc.returncode != 0:
             raise AssertionError(
@@ -134,7 +134,7 @@ class Repo:
         """``python -m flordb ARGS`` as a separate process (exit code and output as given)."""
         return subprocess.run(
             [PYTHON, "-m", "flordb", *args], cwd=cwd or self.path, env=self.env(env),
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True, text=True, timeout=timeout, check=False,
         )
 
     def snapshot(self) -> dict[str, object]:

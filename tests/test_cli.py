@@ -45,7 +45,7 @@ def _one_error_line(err: str) -> str:
 
 
 def test_help_lists_the_commands(cli):
-    proc = subprocess.run([PYTHON, "-m", "flordb", "--help"], capture_output=True, text=True)
+    proc = subprocess.run([PYTHON, "-m", "flordb", "--help"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0
     for command in ("run", "shell", "query", "dataframe", "replay", "propagate", "export",
                     "runs", "versions", "checkpoints", "plot"):
@@ -153,12 +153,12 @@ def test_dataframe_outside_a_repository(tmp_path, flordb_home):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     proc = subprocess.run([PYTHON, "-m", "flordb", "dataframe"], cwd=elsewhere,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 1
     assert "git init" in _one_error_line(proc.stderr)
     # Projects stay queryable by name from anywhere.
     proc = subprocess.run([PYTHON, "-m", "flordb", "query", "--no-backfill", "--format", "csv",
-                           "SELECT x FROM proj"], cwd=elsewhere, capture_output=True, text=True)
+                           "SELECT x FROM proj"], cwd=elsewhere, capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and proc.stdout.split() == ["x", "1"]
 
 
@@ -205,7 +205,7 @@ def test_broken_pipe_is_quiet(data):
     proc = subprocess.run(
         f"'{PYTHON}' -m flordb query --no-backfill --format csv "
         "'SELECT * FROM range(200000)' | head -1",
-        shell=True, cwd=data.path, capture_output=True, text=True, env=data.env(),
+        shell=True, cwd=data.path, capture_output=True, text=True, env=data.env(), check=False,
     )
     assert proc.stdout.strip() == "range"
     assert "Traceback" not in proc.stderr and "Error" not in proc.stderr

@@ -92,10 +92,10 @@ def test_relation_sql_quotes_every_user_name():
     )
     sql = build(cat)
     con = duckdb.connect()
-    for stmt in ("CREATE TABLE runs (run_id VARCHAR, projid VARCHAR, tstamp TIMESTAMP, "
-                 "vid VARCHAR, filename VARCHAR)",
-                 "CREATE TABLE logs (run_id VARCHAR, seq BIGINT, name VARCHAR, path VARCHAR, "
-                 "i1 INT, i2 INT, i3 INT, i4 INT, i5 INT, i6 INT, num DOUBLE, txt VARCHAR)",
+    for stmt in (("CREATE TABLE runs (run_id VARCHAR, projid VARCHAR, tstamp TIMESTAMP, "
+                  "vid VARCHAR, filename VARCHAR)"),
+                 ("CREATE TABLE logs (run_id VARCHAR, seq BIGINT, name VARCHAR, path VARCHAR, "
+                  "i1 INT, i2 INT, i3 INT, i4 INT, i5 INT, i6 INT, num DOUBLE, txt VARCHAR)"),
                  "CREATE TABLE args (run_id VARCHAR, name VARCHAR, num DOUBLE, txt VARCHAR)"):
         con.execute(stmt)
     cols = [d[0] for d in con.execute(sql).description]

@@ -377,6 +377,14 @@ def test_two_runs_finishing_at_the_same_moment_both_land(repo):
     assert not list((repo.home / "pending").glob("*.seg"))
 
 
+HOLD_READ_ONLY = """
+import duckdb, sys, time
+con = duckdb.connect(sys.argv[1], read_only=True)
+print('open', flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
 def test_run_ending_while_a_reader_holds_the_database_loses_nothing(repo):
     repo.write_script(
         """
@@ -388,12 +396,7 @@ def test_run_ending_while_a_reader_holds_the_database_loses_nothing(repo):
     )
     repo.run_script()  # creates the database
     reader = subprocess.Popen(
-        [PYTHON, "-c",
-         "import duckdb, sys, time\n"
-         "con = duckdb.connect(sys.argv[1], read_only=True)\n"
-         "print('open', flush=True)\n"
-         "time.sleep(float(sys.argv[2]))\n",
-         str(repo.home / "flordb.duckdb"), "3"],
+        [PYTHON, "-c", HOLD_READ_ONLY, str(repo.home / "flordb.duckdb"), "3"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     repo.procs.append(reader)
@@ -552,7 +555,7 @@ def test_outside_a_git_repository_is_one_line_error_naming_git_init(tmp_path):
     (nogit / "train.py").write_text(SIMPLE_SCRIPT)
     proc = subprocess.run(
         [PYTHON, "train.py"], cwd=nogit, capture_output=True, text=True, timeout=60,
-        env=dict(os.environ),
+        env=dict(os.environ), check=False,
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr

@@ -153,14 +153,18 @@ def test_reingesting_a_segment_is_a_no_op(flordb_home, tmp_path):
     assert _count(flordb_home, "runs") == 1
 
 
+HOLDER = """
+import duckdb, sys, time
+con = duckdb.connect(sys.argv[1], read_only=sys.argv[3] == 'ro')
+print('open', flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
 def _hold_database(home: Path, seconds: float, write: bool = False) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [PYTHON, "-c",
-         "import duckdb, sys, time\n"
-         "con = duckdb.connect(sys.argv[1], read_only=sys.argv[3] == 'ro')\n"
-         "print('open', flush=True)\n"
-         "time.sleep(float(sys.argv[2]))\n",
-         str(home / "flordb.duckdb"), str(seconds), "rw" if write else "ro"],
+        [PYTHON, "-c", HOLDER, str(home / "flordb.duckdb"), str(seconds),
+         "rw" if write else "ro"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     wait_for_line(proc, "open", timeout=30)
@@ -190,9 +194,11 @@ def test_a_writer_holding_the_database_makes_readers_wait_then_fail_clearly(flor
     fake_run(flordb_home, run_id="first")
     holder = _hold_database(flordb_home, 30, write=True)
     try:
-        with pytest.raises(StoreError, match="locked by another process"):
-            with Store(flordb_home).connect(timeout=0.5):
-                pass
+        with (
+            pytest.raises(StoreError, match="locked by another process"),
+            Store(flordb_home).connect(timeout=0.5),
+        ):
+            pass
     finally:
         holder.kill()
         holder.communicate()

@@ -35,7 +35,7 @@ def wheel(tmp_path_factory) -> Path:
     proc = subprocess.run(
         [PYTHON, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
          str(out), str(src)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, proc.stderr
     [whl] = out.glob("flordb-*.whl")
@@ -57,7 +57,7 @@ def test_installed_wheel_records_and_queries(wheel, tmp_path, flordb_home):
     proc = subprocess.run(
         [PYTHON, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target",
          str(target), str(wheel)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, proc.stderr
     repo = make_repo(tmp_path, flordb_home, name="wheelproj")
@@ -76,7 +76,7 @@ def test_installed_wheel_records_and_queries(wheel, tmp_path, flordb_home):
     outside.mkdir()
     check = subprocess.run(
         [PYTHON, "-c", "import flordb.store.schema as s; print(s.sql_dir())"],
-        cwd=outside, env={**os.environ, **env}, capture_output=True, text=True,
+        cwd=outside, env={**os.environ, **env}, capture_output=True, text=True, check=False,
     )
     assert check.stdout.strip() == str(target / "flordb" / "sql"), check.stderr
     query = repo.flordb("query", "--format", "csv", "SELECT epoch, acc FROM wheelproj",
