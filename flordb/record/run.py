@@ -347,12 +347,16 @@ def commit() -> None:
 _hooks_installed = False
 
 
-def _install_exit_hooks() -> None:
-    global _hooks_installed
-    if _hooks_installed:
+def _install_excepthook() -> None:
+    """An uncaught FlorError is one line; an uncaught exception marks the run failed.
+
+    Installed at import, not at run start: a bad ``flor.config(...)`` before the
+    first loop is a one-line error too.
+    """
+    global _excepthook_installed
+    if _excepthook_installed:
         return
-    _hooks_installed = True
-    atexit.register(commit)
+    _excepthook_installed = True
     previous = sys.excepthook
 
     def excepthook(kind, exc, tb):  # type: ignore[no-untyped-def]
@@ -368,6 +372,19 @@ def _install_exit_hooks() -> None:
         previous(kind, exc, tb)
 
     sys.excepthook = excepthook
+
+
+_excepthook_installed = False
+_install_excepthook()
+
+
+def _install_exit_hooks() -> None:
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    atexit.register(commit)
+    _install_excepthook()
     if threading.current_thread() is threading.main_thread():
         if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
 
