@@ -10,7 +10,10 @@ permission) warns once, marks that row failed, and restarts the chain with a
 keyframe; training continues.
 
 A thread, not a forked process: zstd and NumPy release the GIL for the heavy
-work, and a thread shares the snapshot's memory without a copy.
+work, and a thread shares the snapshot's memory without a copy. Its CPU time
+(several times the foreground copy) still slows training when no core is idle,
+so each checkpoint's background CPU seconds are charged to the policy too,
+weighted by ``policy.contention()``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from .. import settings
 from ..errors import CheckpointError
 from .blobstore import BlobStore
 from .codecs import ChainEncoder, decode_chain, object_codec
-from .policy import AdaptivePolicy
+from .policy import AdaptivePolicy, contention
 from .snapshot import (
     RNG_NAME,
     Snapshot,
@@ -86,12 +89,16 @@ class CheckpointManager:
         self.failed = 0
         self.locals: dict[str, Any] = {}  # captured by the replay analysis (skip blocks)
         self._warned = False
+        self._started = time.perf_counter()
+        self._background: list[float] = []  # CPU seconds per materialised checkpoint
+        self._background_total = 0.0
         self._queue: queue.Queue = queue.Queue(maxsize=MAX_IN_FLIGHT)
         self._thread = threading.Thread(target=self._work, name="flordb-checkpoints", daemon=True)
         self._thread.start()
 
     # ---------------------------------------------------------- foreground
     def end_iteration(self, i: int, seconds: float, is_last: bool) -> bool:
+        self._charge_background()
         if not self.policy.should_checkpoint(i, seconds, is_last):
             return False
         self._take(i)
@@ -99,6 +106,17 @@ class CheckpointManager:
 
     def force(self, i: int) -> None:
         self._take(i)
+
+    def _charge_background(self) -> None:
+        """Charge the policy for the background CPU time spent since the last call."""
+        if not self._background:
+            return
+        # list.pop(0) is atomic under the GIL; the writer thread only appends.
+        charges = [self._background.pop(0) for _ in range(len(self._background))]
+        busy = self._background_total / max(time.perf_counter() - self._started, 1e-9)
+        weight = contention(busy)
+        for cpu in charges:
+            self.policy.record_background(cpu * weight)
 
     def _take(self, i: int) -> None:
         start = time.perf_counter()
@@ -167,6 +185,7 @@ class CheckpointManager:
         """Wait for pending writes; the achieved overhead."""
         self._queue.put(None)
         self._thread.join()
+        self._charge_background()
         return self.policy.achieved_overhead
 
     # ---------------------------------------------------------- background
@@ -176,6 +195,7 @@ class CheckpointManager:
             if item is None:
                 return
             i, snap = item
+            cpu = time.thread_time()
             try:
                 rows = self._materialise(i, snap)
             except Exception as exc:  # never kill training over a checkpoint
@@ -183,6 +203,9 @@ class CheckpointManager:
                 for enc in self.encoders.values():
                     enc.force_keyframe()
             self.run.writer.frame({"t": "ckpt", "items": rows})
+            cpu = time.thread_time() - cpu
+            self._background_total += cpu
+            self._background.append(cpu)
 
     def _materialise(self, i: int, snap: Snapshot) -> list[dict[str, Any]]:
         snap.wait()
