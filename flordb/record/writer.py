@@ -108,11 +108,9 @@ class BackgroundWriter(threading.Thread):
         self.count = 0
 
     def run(self) -> None:
-        # Import what the end-of-run ingest needs now, off the training thread.
-        import pandas  # noqa: F401
-
-        from ..store import store  # noqa: F401
-
+        # The end-of-run ingest's imports (pandas, duckdb: ~0.5-1 s of mostly
+        # GIL-held work) are left to the end of the run: done here they slowed
+        # the training thread through the first second (bench/checkpoint.py).
         while not self._stop_event.wait(FLUSH_SECONDS):
             self.flush()
 
