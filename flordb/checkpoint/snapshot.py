@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.random  # noqa: F401  (lazy in numpy: importing it inside the first snapshot cost ~10 ms)
+import numpy.random  # lazy in numpy: importing it inside the first snapshot cost ~10 ms
 
 from flordb.errors import CheckpointError
 
