@@ -15,24 +15,34 @@ from typing import Any
 
 from ..errors import FlorError
 from ..store.store import Store
+from .replay import current_scripts
 from .statements import shape
+
+
+def logged_now(con: Any, projid: str) -> tuple[set[str], Path | None]:
+    """Names the project's scripts log as they are now in the working tree."""
+    row = con.execute(
+        "SELECT p.repo_path FROM runs r JOIN projects p USING (projid) "
+        "WHERE r.projid = ? ORDER BY r.tstamp DESC LIMIT 1",
+        [projid],
+    ).fetchone()
+    if row is None or row[0] is None:
+        return set(), None
+    root = Path(row[0])
+    filenames = {
+        r[0] for r in con.execute(
+            "SELECT DISTINCT filename FROM runs WHERE projid = ?", [projid]
+        ).fetchall()
+    }
+    logged: set[str] = set()
+    for text in current_scripts(root, filenames).values():
+        logged.update(shape(text).sites)
+    return logged, root
 
 
 def missing_names(con: Any, projid: str, referenced: set[str]) -> tuple[list[str], Path | None]:
     """Names the query references that the current script logs and some runs lack."""
-    row = con.execute(
-        "SELECT p.repo_path, r.filename FROM runs r JOIN projects p USING (projid) "
-        "WHERE r.projid = ? ORDER BY r.tstamp DESC LIMIT 1",
-        [projid],
-    ).fetchone()
-    if row is None or row[0] is None or row[1] is None:
-        return [], None
-    root = Path(row[0])
-    try:
-        source = (root / row[1]).read_text()
-        logged = set(shape(source).sites)
-    except (OSError, SyntaxError):
-        return [], root  # no current script to read: nothing to backfill from
+    logged, root = logged_now(con, projid)
     candidates = sorted(referenced & logged)
     if not candidates:
         return [], root

@@ -111,31 +111,28 @@ def hindsight(
             raise ReplayError(f"project {projid!r} has no recorded runs to replay")
         latest = runs[-1]
         root = root or Path(latest["repo_path"] or ".")
-        script = root / latest["filename"]
-        try:
-            current = script.read_text()
-        except OSError:
-            raise ReplayError(
-                f"cannot read the current script {script}; replay reads the flor.log "
-                "statements from it"
-            ) from None
-        try:
-            current_shape = shape(current)
-        except SyntaxError as exc:
-            raise ReplayError(f"{script} does not parse (line {exc.lineno}): {exc.msg}") from None
-        unknown = [n for n in names if n not in current_shape.sites]
+        scripts = current_scripts(root, {r["filename"] for r in runs})
+        logged: set[str] = set()
+        outers: set[str] = set()
+        for text in scripts.values():
+            sh_cur = shape(text)
+            logged.update(sh_cur.sites)
+            if sh_cur.outer:
+                outers.add(sh_cur.outer)
+        unknown = [n for n in names if n not in logged]
         if unknown and strict_names:
+            files = ", ".join(sorted(scripts)) or latest["filename"]
             raise ReplayError(
-                f"{unknown[0]!r} is not logged by {latest['filename']}; add "
-                f"flor.log({unknown[0]!r}, ...) to it, then replay"
+                f"{unknown[0]!r} is not logged by {files}; add "
+                f"flor.log({unknown[0]!r}, ...) to the script, then replay"
             )
-        names = [n for n in names if n in current_shape.sites]
+        names = [n for n in names if n in logged]
         if not names:
             return report
         selection = analyze.Selection()
         if where_statement is not None:
             cat = engine.catalog(con, projid)
-            loop_cols = set(cat.loops) | ({current_shape.outer} if current_shape.outer else set())
+            loop_cols = set(cat.loops) | outers
             run_cols = set(engine.relation.BUILTINS) | set(cat.args)
             selection = analyze.pushdown(where_statement, relation or projid, loop_cols, run_cols)
             if selection.run_sql:
@@ -143,7 +140,7 @@ def hindsight(
                 runs = [r for r in runs if r["run_id"] in chosen]
         facts = {r["run_id"]: _facts(con, r) for r in runs}
         coverage = _coverage(con, [r["run_id"] for r in runs], names)
-    plans, texts = _plan_all(runs, facts, coverage, names, current, selection, workers, report)
+    plans, texts = _plan_all(runs, facts, coverage, names, scripts, selection, workers, report)
     if not plans:
         if report.skipped:
             for run_id, why in report.skipped:
@@ -160,6 +157,21 @@ def hindsight(
     report.seconds = time.perf_counter() - start
     _summary(report, source)
     return report
+
+
+def current_scripts(root: Path, filenames: Iterable[str]) -> dict[str, str]:
+    """The working-tree text of each script the runs ran (those that parse)."""
+    out: dict[str, str] = {}
+    for filename in sorted(filenames):
+        if not filename or filename.startswith("<"):
+            continue
+        try:
+            text = (root / filename).read_text()
+            shape(text)
+        except (OSError, SyntaxError, ValueError):
+            continue
+        out[filename] = text
+    return out
 
 
 def _runs(con: Any, projid: str) -> list[dict[str, Any]]:
@@ -239,7 +251,7 @@ def _source_at(root: Path, vid: str, filename: str, cache: dict[str, str]) -> st
 
 def _plan_all(
     runs: list[dict[str, Any]], facts: dict[str, dict[str, Any]],
-    coverage: dict[tuple[str, str], set], names: list[str], current: str,
+    coverage: dict[tuple[str, str], set], names: list[str], scripts: dict[str, str],
     selection: Any, workers: int, report: ReplayReport,
 ) -> tuple[list[planner.RunPlan], dict[str, tuple[str, list[str]]]]:
     from ..checkpoint.manager import complete_iterations
@@ -256,13 +268,21 @@ def _plan_all(
         except FlorError as exc:
             report.skipped.append((run_id, f"its code version is unreadable: {exc}"))
             continue
+        current = scripts.get(run["filename"])
+        if current is None:
+            report.skipped.append((run_id, f"its script {run['filename']} is gone from the "
+                                           "working tree"))
+            continue
+        own = [n for n in names if n in shape(current).sites]  # what this script logs
+        if not own:
+            continue
         try:
-            prop = propagate_detailed(current, old, names=names)
+            prop = propagate_detailed(current, old, names=own)
         except FlorError as exc:
             report.skipped.append((run_id, str(exc)))
             continue
         refused = {r.name: r.reason for r in prop.refused}
-        run_names = [n for n in names if n not in refused]
+        run_names = [n for n in own if n not in refused]
         for name, why in refused.items():
             report.skipped.append((run_id, f"{name}: {why}"))
         if not run_names:

@@ -101,9 +101,29 @@ def register_views(con: Any, analysis: _analyze.Analysis | None) -> dict[str, st
         names = None if analysis is None or analysis.star else analysis.columns
         ordered = analysis is None or _analyze.lists_rows_of(analysis.statements[-1], table)
         sql = relation.build(cat, names, ordered=ordered)
+        pending = _logged_but_unstored(con, projid, cat, names)
+        if pending:
+            # Logged by today's script, stored for no run yet (backfill off, or it
+            # failed): the column exists, NULL, so the query still answers.
+            nulls = ", ".join(f"CAST(NULL AS DOUBLE) AS {ident(n)}" for n in pending)
+            sql = f"SELECT *, {nulls} FROM ({sql})"
         con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(table)} AS {sql}")
         mapping[table] = projid
     return mapping
+
+
+def _logged_but_unstored(
+    con: Any, projid: str, cat: relation.Catalog, names: Iterable[str] | None
+) -> list[str]:
+    if not names:
+        return []
+    unknown = set(names) - {c for c, _ in cat.columns()}
+    if not unknown:
+        return []
+    from ..hindsight.backfill import logged_now
+
+    logged, _ = logged_now(con, projid)
+    return sorted(unknown & logged)
 
 
 # ------------------------------------------------------------------ queries
