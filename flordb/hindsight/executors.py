@@ -298,7 +298,7 @@ def _zygote() -> None:
     for name in requests.pop(0).get("preload", []) if requests else []:
         try:
             importlib.import_module(name)
-        except BaseException:  # noqa: BLE001 - a package that fails here fails in the worker
+        except BaseException:  # noqa: BLE001, S110 - it fails again, visibly, in the worker
             pass
     sel = selectors.DefaultSelector()
     sel.register(0, selectors.EVENT_READ)
@@ -364,7 +364,7 @@ def _worker(req: dict[str, Any]) -> None:
     try:
         with open(script, "rb") as f:
             code = compile(f.read(), script, "exec")
-        exec(code, main.__dict__)
+        exec(code, main.__dict__)  # noqa: S102 - what `python SCRIPT` does
     except SystemExit:
         raise
     except BaseException:  # noqa: BLE001 - reported as the interpreter would
