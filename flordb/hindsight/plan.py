@@ -21,7 +21,7 @@ OUTER_COST = 0.15
 # Starting a worker (interpreter, torch import, the script's set-up) costs
 # seconds; a run's iterations are split over more workers only when each
 # share is worth at least a couple of start-ups.
-WORKER_START_SECONDS = 3.0
+WORKER_START_SECONDS = 1.5
 
 
 @dataclass
