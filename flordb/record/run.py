@@ -166,7 +166,7 @@ class Run:
                     seconds = time.perf_counter() - t0
                     is_last = total is not None and i == total - 1
                     last_taken = manager.end_iteration(i, seconds, is_last) if manager else False
-                    self.writer.frame({"t": "iter", "items": [(name, i, seconds, last_taken)]})
+                    self.writer.iterations.append((name, i, seconds, last_taken))
                     t0 = time.perf_counter()
             if manager is not None and i >= 0 and not last_taken:
                 manager.force(i)  # always keep the last iteration's state

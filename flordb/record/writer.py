@@ -101,6 +101,8 @@ class BackgroundWriter(threading.Thread):
         super().__init__(name="flordb-writer", daemon=True)
         self.segment = segment
         self.buffer: deque = deque()
+        # (loop, iteration, seconds, checkpointed) of outer iterations, batched like records
+        self.iterations: deque = deque()
         self._lock = threading.Lock()  # one drainer at a time (thread, or close)
         self._stop_event = threading.Event()
         self._held: list[dict[str, Any]] = []  # frames a failed write could not append
@@ -147,6 +149,10 @@ class BackgroundWriter(threading.Thread):
             self._drain()
 
     def _drain(self) -> None:
+        iters = self.iterations
+        if iters:
+            pop_it = iters.popleft
+            self._append({"t": "iter", "items": [pop_it() for _ in range(len(iters))]})
         buf = self.buffer
         n = len(buf)
         if n == 0:
