@@ -285,7 +285,7 @@ with flor.checkpointing(model=net):
             for p in net.parameters():
                 p -= 0.1 * p.grad
         flor.log("loss", loss.item())
-        time.sleep(0.1)  # an outer iteration ~50x a checkpoint's total cost
+        time.sleep(0.15)  # an outer iteration ~50x a checkpoint's total cost
 '''
 
 
