@@ -28,8 +28,18 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 __all__ = [
-    "arg", "log", "loop", "checkpointing", "commit", "query", "dataframe", "replay",
-    "propagate", "export", "config", "FlorError",
+    "FlorError",
+    "arg",
+    "checkpointing",
+    "commit",
+    "config",
+    "dataframe",
+    "export",
+    "log",
+    "loop",
+    "propagate",
+    "query",
+    "replay",
 ]
 
 # Take `--kwargs a=1 b=x` out of sys.argv before the script's own argparse runs.

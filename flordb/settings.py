@@ -6,9 +6,10 @@ parser that turns bad text into a ``ConfigError`` naming the fix.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ConfigError
 

@@ -3,10 +3,11 @@ recorded with flordb. One run per learning rate of a sweep:
 
     python train.py --kwargs lr=0.03 epochs=6
 """
-import flordb as flor
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
+
+import flordb as flor
 
 torch.manual_seed(0)
 digits = load_digits()

@@ -2,10 +2,11 @@
 
     python train.py --kwargs lr=0.05 epochs=6
 """
-import flordb as flor
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
+
+import flordb as flor
 
 torch.manual_seed(0)
 digits = load_digits()

@@ -6,11 +6,12 @@ digits data, recorded with flordb: no torch anywhere.
 The model's whole state is two numpy arrays, ``coef_`` and ``intercept_``, which
 ``partial_fit`` updates in place; flor.checkpointing takes numpy arrays as they are.
 """
-import flordb as flor
 import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import log_loss  # noqa: F401  (for metrics added in hindsight)
+
+import flordb as flor
 
 digits = load_digits()
 X, y = digits.data / 16.0, digits.target

@@ -28,8 +28,8 @@ from ..record import versions
 from ..store.store import Store
 from . import plan as planner
 from .executors import Task, make_executor
-from .statements import outer_mode_hazard, shape
 from .session import ctx_key
+from .statements import outer_mode_hazard, shape
 
 
 @dataclass
@@ -358,10 +358,10 @@ def _analysable(text: str, run: dict[str, Any]) -> str:
 
 def _locals_ok(run: dict[str, Any], manifest: list[dict[str, Any]]) -> bool:
     """Whether the skipped inner loop's locals were all captured (read one checkpoint)."""
-    from ..checkpoint.manager import LOCALS_NAME, UNCAPTURABLE, unpack
     from ..checkpoint.blobstore import BlobStore
-    from ..checkpoint.snapshot import restore_snapshot
     from ..checkpoint.codecs import decode_chain
+    from ..checkpoint.manager import LOCALS_NAME, UNCAPTURABLE, unpack
+    from ..checkpoint.snapshot import restore_snapshot
 
     rows = [r for r in manifest if r["object"] == LOCALS_NAME and r["status"] == "ok"]
     if not rows:

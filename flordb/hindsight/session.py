@@ -92,7 +92,7 @@ def _same(a: Any, b: Any) -> bool:
 class ReplayRun(record.Run):
     """A replay worker's run: same API, plan-driven behaviour."""
 
-    def __init__(self, spec_path: Path):  # noqa: D107 - no git, no new run
+    def __init__(self, spec_path: Path):
         import concurrent.futures.thread  # noqa: F401  (see Run.__init__)
 
         self.spec = json.loads(Path(spec_path).read_text())
@@ -228,7 +228,7 @@ class ReplayRun(record.Run):
         """The inner loop of an ``outer``-mode iteration: no items, its locals restored."""
         set_frame_locals(sys._getframe(1), self.pending_locals)
         return
-        yield  # noqa: unreachable - makes this a generator
+        yield  # unreachable: makes this function a generator
 
     def _progress(self) -> None:
         path = self.spec.get("progress_path")

@@ -41,7 +41,7 @@ def prepare(value: Any) -> Any:
 class _Pending:
     """A tensor whose Python value the writer resolves."""
 
-    __slots__ = ("tensor", "event")
+    __slots__ = ("event", "tensor")
 
     def __init__(self, tensor: Any, event: Any):
         self.tensor = tensor

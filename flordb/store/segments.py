@@ -29,7 +29,7 @@ class _PlainUnpickler(pickle.Unpickler):
     """Refuses every global: a segment can hold only plain values, so loading
     one never imports or executes anything."""
 
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D102
+    def find_class(self, module: str, name: str) -> Any:
         raise pickle.UnpicklingError(f"segment frames hold plain values only, not {module}.{name}")
 
 

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ def _is_lock_error(exc: Exception) -> bool:
 def _ts(seconds: float | None) -> datetime | None:
     if seconds is None:
         return None
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(seconds, tz=UTC).replace(tzinfo=None)
 
 
 def value_columns(value: Any) -> tuple[str, float | None, str | None]:
@@ -189,7 +189,7 @@ class Store:
             self._ingest_checkpoints(con, run_id, frames)
             con.execute(
                 "INSERT INTO segments VALUES (?, ?, ?, ?)",
-                [seg_id, run_id, n, datetime.now(timezone.utc).replace(tzinfo=None)],
+                [seg_id, run_id, n, datetime.now(UTC).replace(tzinfo=None)],
             )
             con.execute("COMMIT")
         except Exception:
