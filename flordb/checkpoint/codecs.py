@@ -216,13 +216,13 @@ class ChainEncoder:
             return "raw", arr.tobytes(), arr
         usable = prev is not None and prev.dtype == arr.dtype and prev.shape == arr.shape
         if not usable:
-            return "z", self._zstd.compress(_shuffled(arr)), arr
+            return "z", self._zstd.compress(_shuffled(arr)), arr  # type: ignore[arg-type]  # stub omits buffer-protocol objects
         assert prev is not None
         if self.codec == "lc" and arr.dtype.kind == "f" and arr.size >= LC_MIN_ELEMENTS:
             quantised = _lc_encode(arr, prev, self.lc_bits, self._zstd)
             if quantised is not None:
                 return "lc", quantised[0], quantised[1]
-        return "d", self._zstd.compress(_shuffled(arr, prev)), arr
+        return "d", self._zstd.compress(_shuffled(arr, prev)), arr  # type: ignore[arg-type]  # stub omits buffer-protocol objects
 
 
 def decode_chain(blobs: list[bytes]) -> dict[str, np.ndarray]:

@@ -554,7 +554,7 @@ class _Decoder:
         tag = value.get("__t")
         if tag is None:
             return {k: self.decode(v) for k, v in value.items()}
-        v = value.get("v")
+        v: Any = value.get("v")
         if tag == "tuple":
             return tuple(self.decode(x) for x in v)
         if tag == "dict":

@@ -182,7 +182,8 @@ class Capture:
                 local.in_logging = outer
 
         self._saved_call_handlers = original
-        logging.Logger.callHandlers = callHandlers  # type: ignore[method-assign]
+        # typeshed types callHandlers as a method; a plain function is what gets bound here
+        logging.Logger.callHandlers = callHandlers  # type: ignore[method-assign, assignment]
 
     def uninstall(self) -> None:
         self._closed = True  # streams the script kept (a StreamHandler) still forward

@@ -126,8 +126,8 @@ def flor_source(source: str) -> str:
         edits.append((starts[node.lineno - 1] + node.col_offset, prefix.encode()))
         edits.append((starts[node.end_lineno - 1] + node.end_col_offset,
                       b"))" if bare_tuple else b")"))
-    for at, text in sorted(edits, key=lambda edit: edit[0], reverse=True):
-        data = data[:at] + text + data[at:]
+    for at, piece in sorted(edits, key=lambda edit: edit[0], reverse=True):
+        data = data[:at] + piece + data[at:]
     text = data.decode("utf-8")
     if alias is None:
         # Appended, not prepended: every line keeps its number.
@@ -363,7 +363,10 @@ class _Finder:
         fors: list[ast.For] = []
         whiles: list[ast.While] = []
         for loop, _ in self.top_loops():
-            (fors if isinstance(loop, ast.For) else whiles).append(loop)
+            if isinstance(loop, ast.For):
+                fors.append(loop)
+            else:
+                whiles.append(loop)
         training_whiles = [w for w in whiles if self.reaches(w.body, want_loop=True)]
         for loop in training_whiles or whiles:
             return (

@@ -342,8 +342,8 @@ class Matcher:
         if x.hash == y.hash:
             return 2.0
         if self.key is not None and not x.is_block:
-            kx = self.key(x.ast)
-            if kx is not None and kx == self.key(y.ast):
+            key_x = self.key(x.ast)
+            if key_x is not None and key_x == self.key(y.ast):
                 return 1.5
         if x.size == 1 and y.size == 1:
             return 0.5 if x.label != y.label else 1.0
@@ -419,8 +419,8 @@ class Matcher:
         pairs = []
         i = j = 0
         while i < n and j < m:
-            s = sims.get((i, j))
-            if s is not None and abs(score[i][j] - (s + score[i + 1][j + 1])) < 1e-9:
+            got = sims.get((i, j))
+            if got is not None and abs(score[i][j] - (got + score[i + 1][j + 1])) < 1e-9:
                 pairs.append((xs[i], ys[j]))
                 i += 1
                 j += 1
@@ -573,9 +573,9 @@ def first_bindings(scope: ast.AST) -> dict[str, int]:
         if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
             bind(node.id, line)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for a in node.names:
-                if a.name != "*":
-                    bind((a.asname or a.name).split(".")[0], line)
+            for imp in node.names:
+                if imp.name != "*":
+                    bind((imp.asname or imp.name).split(".")[0], line)
         elif isinstance(node, ast.ExceptHandler) and node.name:
             bind(node.name, line)
         elif isinstance(node, (ast.Global, ast.Nonlocal)):
@@ -593,7 +593,8 @@ def first_bindings(scope: ast.AST) -> dict[str, int]:
 
 def free_names(node: ast.AST) -> set[str]:
     """Names a statement or expression reads that it does not bind itself."""
-    loads, stores = set(), set()
+    loads: set[str] = set()
+    stores: set[str] = set()
     for n in ast.walk(node):
         if isinstance(n, ast.Name):
             (loads if isinstance(n.ctx, ast.Load) else stores).add(n.id)

@@ -72,7 +72,7 @@ def cancel() -> None:
     cancelled.set()
 
 
-def _check_cancel(stop: Callable[[], None]) -> None:
+def _check_cancel(stop: Callable[[], object]) -> None:
     if cancelled.is_set():
         cancelled.clear()
         stop()
@@ -114,7 +114,12 @@ class LocalExecutor:
                     key += 1
                     running[key] = (proc, task)
                 time.sleep(0.1)
-                _check_cancel(lambda: [_stop(p) for p, _ in running.values()])
+
+                def stop_all() -> None:
+                    for p, _ in running.values():
+                        _stop(p)
+
+                _check_cancel(stop_all)
                 for k, (proc, task) in list(running.items()):
                     on_progress(task, _progress(task))
                     if proc.poll() is not None:

@@ -33,6 +33,7 @@ import sys
 import tokenize
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from flordb.errors import PropagateError
 from flordb.hindsight.astmatch import Matcher, Node, ScopeIndex, Tree, free_names
@@ -187,7 +188,8 @@ def _strip_nl(line: str) -> str:
 
 def _header(node: ast.AST, lines: list[str]) -> str:
     """The first line of a compound statement as written, without the colon."""
-    line = _strip_nl(lines[node.lineno - 1])[_char_col(lines[node.lineno - 1], node.col_offset):]
+    stmt = cast(ast.stmt, node)  # callers pass compound statements, which carry positions
+    line = _strip_nl(lines[stmt.lineno - 1])[_char_col(lines[stmt.lineno - 1], stmt.col_offset):]
     text = line.split("#")[0].rstrip() if "#" in line and "'" not in line and '"' not in line else line.rstrip()
     return text[:-1].rstrip() if text.endswith(":") else text
 
@@ -437,11 +439,12 @@ class _Propagator:
         if indent.strip():
             return "its place in the old version shares a line with other code"
         if spot.how == "after":
-            end_line = lines[stmt.end_lineno - 1]  # type: ignore[operator]
-            tail = _strip_nl(end_line)[_char_col(end_line, stmt.end_col_offset):].strip()  # type: ignore[arg-type]
+            assert stmt.end_lineno is not None and stmt.end_col_offset is not None
+            end_line = lines[stmt.end_lineno - 1]
+            tail = _strip_nl(end_line)[_char_col(end_line, stmt.end_col_offset):].strip()
             if tail and not tail.startswith("#"):
                 return "its place in the old version shares a line with other code"
-            index = stmt.end_lineno  # type: ignore[assignment]
+            index = stmt.end_lineno
             above = self.new_lines[c.stmt.lineno - 2] if c.stmt.lineno > 1 else "x"
             if not above.strip():
                 # NEW sets the statement off with a blank line: go below OLD's
@@ -464,10 +467,11 @@ class _Propagator:
 
     def _statement_lines(self, stmt: ast.stmt, renames: dict[str, str], indent: str) -> list[str]:
         """The statement's NEW text, renamed and re-indented to ``indent`` (no newlines)."""
+        assert stmt.end_lineno is not None and stmt.end_col_offset is not None
         lines = [_strip_nl(line) for line in self.new_lines[stmt.lineno - 1:stmt.end_lineno]]
-        first, last = stmt.lineno, stmt.end_lineno  # type: ignore[misc]
+        first, last = stmt.lineno, stmt.end_lineno
         start = _char_col(self.new_lines[first - 1], stmt.col_offset)
-        end = _char_col(self.new_lines[last - 1], stmt.end_col_offset)  # type: ignore[arg-type]
+        end = _char_col(self.new_lines[last - 1], stmt.end_col_offset)
         subs: dict[int, list[tuple[int, int, str]]] = {}
         for node in ast.walk(stmt):
             if isinstance(node, ast.Name) and node.id in renames:
@@ -516,8 +520,9 @@ class _Propagator:
         lines = self.old_lines
         self.wraps.append(_Wrap(value.lineno - 1, _char_col(lines[value.lineno - 1], value.col_offset),
                                 f"{alias}.log({name_src}, ", c.order))
-        self.wraps.append(_Wrap(value.end_lineno - 1,  # type: ignore[operator]
-                                _char_col(lines[value.end_lineno - 1], value.end_col_offset),  # type: ignore[index, arg-type]
+        assert value.end_lineno is not None and value.end_col_offset is not None
+        self.wraps.append(_Wrap(value.end_lineno - 1,
+                                _char_col(lines[value.end_lineno - 1], value.end_col_offset),
                                 ")", c.order))
         self.edits.append(_Edit(old.lineno - 1, (9, c.order), [], text))  # reported, inserts nothing
         return None

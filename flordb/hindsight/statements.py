@@ -265,7 +265,7 @@ def outer_mode_hazard(source: str, names: tuple[str, ...]) -> str | None:
     if not wanted_lines:
         return None
     last_wanted = max(wanted_lines)
-    inside_inner = set()
+    inside_inner: set[int] = set()
     for n in ast.walk(outer):
         if isinstance(n, ast.For) and n is not outer and _loop_name(n, aliases):
             inside_inner.update(id(m) for m in ast.walk(n))

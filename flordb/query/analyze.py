@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import cast
 
 import sqlglot
 from sqlglot import exp
@@ -38,7 +39,7 @@ def parse(sql: str) -> list[exp.Expression]:
     level = log.level
     log.setLevel(logging.ERROR)
     try:
-        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+        statements = [cast(exp.Expression, s) for s in sqlglot.parse(sql, read="duckdb") if s is not None]
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         desc = str(first.get("description") or exc).splitlines()[0]
@@ -183,7 +184,7 @@ def _select_reading(statement: exp.Expression, relation: str) -> exp.Select | No
 
 def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
     if isinstance(node, exp.And):
-        return _conjuncts(node.left) + _conjuncts(node.right)
+        return _conjuncts(cast(exp.Expression, node.left)) + _conjuncts(cast(exp.Expression, node.right))
     if isinstance(node, exp.Paren):
         return _conjuncts(node.this)
     return [node]
@@ -211,7 +212,7 @@ def _loop_conjunct(conj: exp.Expression, col: str, sel: Selection) -> None:
     if isinstance(conj, exp.In) and isinstance(conj.this, exp.Column) and not conj.args.get("query"):
         values = [_int(v) for v in conj.expressions]
         if values and all(v is not None for v in values):
-            new = set(values)  # type: ignore[arg-type]
+            new = set(cast(list[int], values))  # None was ruled out just above
             sel.loops[col] = sel.loops[col] & new if col in sel.loops else new
         return
     if isinstance(conj, exp.Between) and isinstance(conj.this, exp.Column):
@@ -219,7 +220,7 @@ def _loop_conjunct(conj: exp.Expression, col: str, sel: Selection) -> None:
         if lo is not None and hi is not None:
             _narrow(sel, col, lo, hi)
         return
-    ops = {exp.EQ: "=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
+    ops: dict[type[exp.Expression], str] = {exp.EQ: "=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
     op = ops.get(type(conj))
     if op is None:
         return

@@ -23,7 +23,7 @@ import time
 import traceback
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .. import settings
 from ..errors import FlorError, RecordError
@@ -33,6 +33,14 @@ from . import kwargs, versions
 from .writer import BackgroundWriter, prepare
 
 _PLAIN = frozenset((float, int, str, bool))
+
+
+class _LogBuffer(Protocol):
+    """Where `flor.log` puts records: the writer's deque, or a replay's filter."""
+
+    def append(self, item: Any, /) -> None: ...
+
+
 _run: Run | None = None
 _start_lock = threading.Lock()
 _checkpoint_stack: list[dict[str, Any]] = []  # objects of open `with flor.checkpointing`
@@ -84,7 +92,7 @@ class Run:
         self.segment_id = self.make_segment_id()
         segment = SegmentWriter(pending_dir(self.home) / f"{self.segment_id}.seg")
         self.writer = BackgroundWriter(segment)
-        self.buffer = self.writer.buffer
+        self.buffer: _LogBuffer = self.writer.buffer
         segment.append(self.header())
         segment.sync()
         self.writer.start()
