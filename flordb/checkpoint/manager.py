@@ -316,28 +316,50 @@ def load_state(
     at = [r for r in manifest if r["iteration"] == iteration and r["status"] == "ok"]
     if not at:
         raise CheckpointError(f"no checkpoint at iteration {iteration}")
-    parts = []
-    approximate = False
-    for row in at:
-        chain = sorted(
-            (
-                r
-                for r in manifest
-                if r["object"] == row["object"]
-                and r["status"] == "ok"
-                and row["base_iteration"] <= r["iteration"] <= iteration
-            ),
-            key=lambda r: r["iteration"],
-        )
-        skeleton: dict[str, Any] = {}
-        datas = []
-        for r in chain:
-            skeleton, data = unpack(blobs.get(r["digest"]))
-            datas.append(data)
-        parts.append((decode_chain(datas), skeleton))
-        approximate = approximate or bool(row.get("approximate"))
+    parts = [_decode_object(blobs, manifest, row) for row in at]
+    approximate = any(bool(row.get("approximate")) for row in at)
     tensors, skeleton = merge_parts(parts)
     return tensors, skeleton, approximate
+
+
+def _decode_object(
+    blobs: BlobStore, manifest: list[dict[str, Any]], row: dict[str, Any]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(tensors, skeleton) of one object at ``row``'s iteration, read from its keyframe on."""
+    chain = sorted(
+        (
+            r
+            for r in manifest
+            if r["object"] == row["object"]
+            and r["status"] == "ok"
+            and row["base_iteration"] <= r["iteration"] <= row["iteration"]
+        ),
+        key=lambda r: r["iteration"],
+    )
+    skeleton: dict[str, Any] = {}
+    datas = []
+    for r in chain:
+        skeleton, data = unpack(blobs.get(r["digest"]))
+        datas.append(data)
+    return decode_chain(datas), skeleton
+
+
+def uncaptured_locals(home: Path, manifest: list[dict[str, Any]]) -> list[str]:
+    """Locals a skipped inner loop would leave that recording could not capture.
+
+    Read from the run's first stored locals checkpoint; the names are the same
+    at every iteration. Unreadable checkpoints count as uncapturable.
+    """
+    rows = [r for r in manifest if r["object"] == LOCALS_NAME and r["status"] == "ok"]
+    if not rows:
+        return []  # no inner loop in the checkpointed one captured anything
+    first = min(rows, key=lambda r: r["iteration"])
+    try:
+        tensors, skeleton = _decode_object(BlobStore(home), manifest, first)
+        values = restore_snapshot({}, tensors, skeleton, rng=False, strict=False)
+    except CheckpointError as exc:
+        return [f"<unreadable locals checkpoint: {exc}>"]
+    return list((values.get(LOCALS_NAME) or {}).get(UNCAPTURABLE) or [])
 
 
 def restore(

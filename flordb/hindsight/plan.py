@@ -35,6 +35,10 @@ class RunFacts:
     seconds: list[float] = field(default_factory=list)  # per outer iteration
     checkpoints: list[int] = field(default_factory=list)  # complete checkpoints
     loop: str | None = None
+    # carried through to the workers' specs
+    manifest: list[dict[str, Any]] = field(default_factory=list)  # checkpoint rows
+    args: dict[str, Any] = field(default_factory=dict)  # recorded flor.arg values
+    run: dict[str, Any] = field(default_factory=dict)  # the runs-table row
 
 
 @dataclass

@@ -254,7 +254,7 @@ def _plan_all(
     coverage: dict[tuple[str, str], set], names: list[str], scripts: dict[str, str],
     selection: Any, workers: int, report: ReplayReport,
 ) -> tuple[list[planner.RunPlan], dict[str, tuple[str, list[str]]]]:
-    from ..checkpoint.manager import complete_iterations
+    from ..checkpoint.manager import complete_iterations, uncaptured_locals
     from .propagate import propagate_detailed
 
     plans: list[planner.RunPlan] = []
@@ -329,18 +329,15 @@ def _plan_all(
         outer_ok = (
             levels <= {"outer", "pre", "post"} and sh.inner_lexical
             and outer_mode_hazard(_analysable(text, run), tuple(run_names)) is None
-            and _locals_ok(run, manifest)
+            and not uncaptured_locals(settings.home(), manifest)
         )
         facts_obj = planner.RunFacts(
             run_id, run["vid"], run["filename"], n_iter, seconds, complete_iterations(manifest),
-            loop,
+            loop, manifest=manifest, args=f["args"], run=run,
         )
         p = planner.plan_run(facts_obj, needed, outer_ok=outer_ok, post=post, workers=workers)
         if pre and not p.segments:
             p.segments.append(planner.Segment({}, -1, False, None))
-        p.facts.manifest = manifest  # type: ignore[attr-defined]
-        p.facts.args = f["args"]  # type: ignore[attr-defined]
-        p.facts.run = run  # type: ignore[attr-defined]
         plans.append(p)
         texts[run_id] = (text, run_names)
     return plans, texts
@@ -354,27 +351,6 @@ def _analysable(text: str, run: dict[str, Any]) -> str:
 
         return flor_source(text)
     return text
-
-
-def _locals_ok(run: dict[str, Any], manifest: list[dict[str, Any]]) -> bool:
-    """Whether the skipped inner loop's locals were all captured (read one checkpoint)."""
-    from ..checkpoint.blobstore import BlobStore
-    from ..checkpoint.codecs import decode_chain
-    from ..checkpoint.manager import LOCALS_NAME, UNCAPTURABLE, unpack
-    from ..checkpoint.snapshot import restore_snapshot
-
-    rows = [r for r in manifest if r["object"] == LOCALS_NAME and r["status"] == "ok"]
-    if not rows:
-        return True  # no inner loop in the checkpointed one captured anything
-    row = rows[0]
-    try:
-        skeleton, data = unpack(BlobStore(settings.home()).get(row["digest"]))
-        if row["kind"] != "key":
-            return True  # the keyframe was read for chains; deltas share their names
-        values = restore_snapshot({}, decode_chain([data]), skeleton, rng=False, strict=False)
-    except FlorError:
-        return False
-    return not (values.get(LOCALS_NAME) or {}).get(UNCAPTURABLE)
 
 
 def _print_plan(plans: list[planner.RunPlan], source: str) -> None:
@@ -444,7 +420,7 @@ def _execute(
         with store.connect() as con:
             checkouts: dict[str, Path] = {}
             for p in plans:
-                run = p.facts.run  # type: ignore[attr-defined]
+                run = p.facts.run
                 run_id = run["run_id"]
                 text, run_names = texts[run_id]
                 repo = Path(run["repo_path"])
@@ -474,12 +450,12 @@ def _execute(
                     spec = {
                         "run_id": run_id, "projid": run.get("projid") or p.facts.run_id,
                         "vid": run["vid"], "filename": run["filename"], "source": source,
-                        "segment_id": seg_id, "args": p.facts.args,  # type: ignore[attr-defined]
+                        "segment_id": seg_id, "args": p.facts.args,
                         "names": run_names, "loop": p.facts.loop, "depth": 0,
                         "plan": {str(i): m for i, m in seg.plan.items()},
                         "stop_after": seg.stop_after, "post": seg.post,
                         "final_checkpoint": final,
-                        "manifest": p.facts.manifest,  # type: ignore[attr-defined]
+                        "manifest": p.facts.manifest,
                         "recorded": recorded,
                         "result_path": str(work / f"{seg_id}.result.json"),
                         "progress_path": str(work / f"{seg_id}.progress.json"),
@@ -545,7 +521,7 @@ def _flag(
 ) -> None:
     """Mark replayed rows of runs with fidelity mismatches, or restored from lossy checkpoints."""
     lossy = [p.facts.run_id for p in plans
-             if any(r.get("approximate") for r in p.facts.manifest)]  # type: ignore[attr-defined]
+             if any(r.get("approximate") for r in p.facts.manifest)]
     report.approximate = lossy
     first: dict[str, int] = {}
     for m in report.mismatches:

@@ -163,16 +163,11 @@ class ReplayRun(record.Run):
         return None  # a replay takes no checkpoints
 
     # ------------------------------------------------------------- the plan
-    def _objects(self) -> dict[str, Any]:
-        objects: dict[str, Any] = {}
-        for frame in record._checkpoint_stack:
-            objects.update(frame)
-        return objects
-
     def _restore(self, iteration: int, frame: Any) -> None:
         from ..checkpoint.manager import LOCALS_NAME, UNCAPTURABLE, restore
 
-        values, _ = restore(self.home, self.spec["manifest"], iteration, self._objects())
+        manifest = self.spec["manifest"]
+        values, _ = restore(self.home, manifest, iteration, record.registered_objects())
         captured = dict(values.get(LOCALS_NAME) or {})
         captured.pop(UNCAPTURABLE, None)
         self.pending_locals = captured

@@ -46,6 +46,14 @@ _start_lock = threading.Lock()
 _checkpoint_stack: list[dict[str, Any]] = []  # objects of open `with flor.checkpointing`
 
 
+def registered_objects() -> dict[str, Any]:
+    """Objects of every open ``with flor.checkpointing(...)``, by name."""
+    objects: dict[str, Any] = {}
+    for frame in _checkpoint_stack:
+        objects.update(frame)
+    return objects
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(4)
 
@@ -188,10 +196,9 @@ class Run:
             return None
         from ..checkpoint.manager import CheckpointManager
 
-        objects: dict[str, Any] = {}
-        for frame in _checkpoint_stack:
-            objects.update(frame)
-        self.checkpoints = CheckpointManager(self, objects, loop_name=name, depth=depth)
+        self.checkpoints = CheckpointManager(
+            self, registered_objects(), loop_name=name, depth=depth
+        )
         return self.checkpoints
 
     # ------------------------------------------------------------- lifecycle
