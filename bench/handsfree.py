@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -42,6 +41,8 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+
+from common import machine
 
 PLAIN = '''
 import argparse
@@ -160,19 +161,6 @@ def run_once(variant: str, script: str, repo: Path, env: dict[str, str], argv: l
 def overhead(runs: list[dict[str, float]], plain: list[dict[str, float]], key: str) -> float:
     """Median over repetitions of a variant's time relative to plain's, minus one."""
     return statistics.median(r[key] / p[key] - 1 for r, p in zip(runs, plain, strict=True))
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{cpu}, {os.cpu_count()} cores, load average {load}"
 
 
 def main() -> int:

@@ -4,8 +4,5 @@
 # flor.log line and watch a SELECT backfill it for the past runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[examples]'
+bash scripts/setup.sh examples
 exec .venv/bin/python examples/mlp_digits/demo.py
