@@ -252,40 +252,7 @@ def checkpointed_epochs(home: Path) -> dict[str, list[int]]:
 # ------------------------------------------------------------------ four versions
 # The history of one training script, for the backfill tests. Each version has
 # the markers where a hand-instrumented per-step and per-epoch statement go.
-_V1 = '''
-import time
-import torch
-import flordb as flor
-
-torch.set_num_threads(1)
-torch.manual_seed(0)
-lr = flor.arg("lr", 0.05)
-epochs = flor.arg("epochs", 4)
-delay = flor.arg("delay", 0.003)
-true_w = torch.randn(8, 1)
-x = torch.randn(128, 8)
-y = x @ true_w + 0.1 * torch.randn(128, 1)
-xv = torch.randn(64, 8)
-yv = xv @ true_w
-net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
-opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
-with flor.checkpointing(model=net, optimizer=opt):
-    for epoch in flor.loop("epoch", range(epochs)):
-        perm = torch.randperm(len(x))
-        for step in flor.loop("step", range(len(x) // 32)):
-            idx = perm[step * 32:(step + 1) * 32]
-            loss = torch.nn.functional.mse_loss(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            time.sleep(delay)
-            flor.log("loss", loss.item())
-            # @STEP
-        with torch.no_grad():
-            val_loss = torch.nn.functional.mse_loss(net(xv), yv).item()
-        flor.log("val_loss", val_loss)
-        # @EPOCH
-'''
+_V1 = TORCH_SCRIPT  # the first version is the single-version tests' script
 
 # v2: `net` renamed `model`.
 _V2 = _V1.replace("net", "model")
